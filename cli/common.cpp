@@ -1,0 +1,164 @@
+#include "common.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fmt/format.h>
+#include <map>
+
+#include "core/parse.h"
+
+namespace zaptid::cli {
+
+int exit_status_for(const Error& e) {
+  return e.kind == ErrorKind::kInvalidArgument ? kExitUsage : kExitFailure;
+}
+
+std::chrono::milliseconds duration_ms(const std::string& text, std::string_view option) {
+  auto d = take(parse_duration(text, option), kExitUsage);
+  return std::chrono::duration_cast<std::chrono::milliseconds>(d);
+}
+
+void add_layout_options(CLI::App& app, LayoutOptions& opt) {
+  const std::string group = "Layout";
+  app.add_option("--layout", opt.layout, "ID layout preset: sonyflake, sonyflake-v2 or snowflake")
+      ->envname("ZAPTID_LAYOUT")
+      ->capture_default_str()
+      ->group(group);
+  app.add_option("--epoch", opt.epoch, "Override the epoch: RFC 3339 or Unix milliseconds")
+      ->envname("ZAPTID_EPOCH")
+      ->group(group);
+  app.add_option("--time-unit", opt.time_unit, "Override the time unit, at least 1ms (e.g. 10ms)")
+      ->envname("ZAPTID_TIME_UNIT")
+      ->group(group);
+  app.add_option("--bits-sequence", opt.bits_sequence, "Override the sequence bits (1-31)")
+      ->envname("ZAPTID_BITS_SEQUENCE")
+      ->group(group);
+  app.add_option("--bits-machine", opt.bits_machine, "Override the machine id bits (0-31)")
+      ->envname("ZAPTID_BITS_MACHINE")
+      ->group(group);
+}
+
+Layout resolve_layout(const LayoutOptions& opt) {
+  LayoutOverrides o;
+  if (!opt.epoch.empty()) o.epoch_ms = take(parse_timestamp_ms(opt.epoch, "--epoch"), kExitUsage);
+  if (!opt.time_unit.empty()) {
+    const auto unit = take(parse_duration(opt.time_unit, "--time-unit"), kExitUsage);
+    if (unit.count() % 1000 != 0) {
+      throw Fatal(kExitUsage, fmt::format("--time-unit '{}' must be a whole number of milliseconds", opt.time_unit));
+    }
+    o.unit_ms = unit.count() / 1000;
+  }
+  o.bits_sequence = opt.bits_sequence;
+  o.bits_machine = opt.bits_machine;
+  const auto now_ms = SystemClock().now().count() / 1'000'000;
+  return take(make_layout(opt.layout, o, now_ms), kExitUsage);
+}
+
+void add_identity_options(CLI::App& app, IdentityOptions& opt) {
+  const std::string group = "Identity";
+  app.add_option("--machine-id", opt.machine_id,
+                 "Machine id (env ZAPTID_MACHINE_ID); default: low bits of the host's private IPv4")
+      ->group(group);
+  app.add_option("--state-dir", opt.state_dir,
+                 "Folder for the host lock and state files; default $XDG_STATE_HOME/zaptid or "
+                 "~/.local/state/zaptid")
+      ->envname("ZAPTID_STATE_DIR")
+      ->group(group);
+  app.add_option("--max-clock-wait", opt.max_clock_wait,
+                 "How long to wait for a clock that stepped back before failing")
+      ->envname("ZAPTID_MAX_CLOCK_WAIT")
+      ->capture_default_str()
+      ->group(group);
+  app.add_option("--lock-timeout", opt.lock_timeout,
+                 "How long to wait for another process using the same machine id on this host")
+      ->envname("ZAPTID_LOCK_TIMEOUT")
+      ->capture_default_str()
+      ->group(group);
+}
+
+LocalIssuer open_local_issuer(const Layout& layout, const IdentityOptions& opt, const std::string& holder,
+                              Clock& clock, std::chrono::milliseconds reserve_ahead) {
+  const auto max_wait = duration_ms(opt.max_clock_wait, "--max-clock-wait");
+  const auto lock_timeout = duration_ms(opt.lock_timeout, "--lock-timeout");
+  std::optional<std::string> env;
+  if (const char* e = std::getenv("ZAPTID_MACHINE_ID"); e != nullptr && e[0] != '\0') env = e;
+  // Only derive from addresses when nothing explicit was given: getifaddrs is not free.
+  const auto addresses = (opt.machine_id || env) ? std::vector<HostAddress>{} : host_ipv4_addresses();
+  LocalIssuer issuer;
+  issuer.machine = take(choose_machine_id(opt.machine_id, env, addresses, layout), kExitUsage);
+
+  const std::filesystem::path dir =
+      opt.state_dir.empty() ? HostLock::default_dir() : std::filesystem::path(opt.state_dir);
+  auto lock = HostLock::acquire(dir, HostLock::name_for(layout.key(), issuer.machine.id), lock_timeout, holder);
+  if (!lock) throw Fatal(kExitFailure, lock.message());
+  issuer.lock = std::move(*lock);
+
+  GeneratorOptions g;
+  g.layout = layout;
+  g.machine_id = issuer.machine.id;
+  g.clock = &clock;
+  g.max_clock_wait = max_wait;
+  g.start_after = issuer.lock->recorded();
+  g.reserver = issuer.lock.get();
+  g.reserve_ahead = reserve_ahead;
+  issuer.generator = take(Generator::create(std::move(g)), kExitUsage);
+  return issuer;
+}
+
+void LocalIssuer::release() {
+  if (!lock) return;
+  auto st = lock->release(generator ? generator->last_reserved() : std::nullopt);
+  if (!st) throw Fatal(kExitFailure, st.message());
+}
+
+void add_id_format_option(CLI::App& app, IdFormat& format) {
+  const std::map<std::string, IdFormat> names{{"dec", IdFormat::kDec}, {"hex", IdFormat::kHex},
+                                              {"json", IdFormat::kJson}};
+  app.add_option("--format", format, "Output format: dec, hex (0x, 16 digits) or json")
+      ->transform(CLI::CheckedTransformer(names))
+      ->default_str("dec");
+}
+
+void append_id(std::string& out, IdFormat format, uint64_t id) {
+  switch (format) {
+    case IdFormat::kDec: {
+      const fmt::format_int s(id);
+      out.append(s.data(), s.size());
+      out.push_back('\n');
+      break;
+    }
+    case IdFormat::kHex:
+      fmt::format_to(std::back_inserter(out), "0x{:016x}\n", id);
+      break;
+    case IdFormat::kJson:
+      fmt::format_to(std::back_inserter(out), "{{\"id\":\"{}\"}}\n", id);
+      break;
+  }
+}
+
+void Output::flush() {
+  if (closed_) {
+    buf_.clear();
+    return;
+  }
+  std::string_view rest = buf_;
+  while (!rest.empty()) {
+    const ssize_t n = ::write(STDOUT_FILENO, rest.data(), rest.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EPIPE) {
+      closed_ = true;
+      break;
+    }
+    if (n <= 0) {
+      buf_.clear();
+      throw Fatal(kExitFailure, fmt::format("cannot write to standard output: {}", std::strerror(errno)));
+    }
+    rest.remove_prefix(static_cast<size_t>(n));
+  }
+  buf_.clear();
+}
+
+}  // namespace zaptid::cli

@@ -1,0 +1,153 @@
+#include "core/generator.h"
+
+#include <algorithm>
+#include <fmt/format.h>
+
+#include "core/parse.h"
+
+namespace zaptid {
+namespace {
+
+constexpr uint64_t kMaxBlock = uint64_t{1} << 24;
+
+Error exhausted(const Layout& l) {
+  return {ErrorKind::kExhausted,
+          fmt::format("the layout's time field ran out at {}; no more IDs can be issued with this layout",
+                      format_timestamp_ms(l.exhausted_at_ms()))};
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Generator>> Generator::create(GeneratorOptions options) {
+  if (options.clock == nullptr) return invalid("generator needs a clock");
+  const Layout& l = options.layout;
+  if (options.machine_id > l.max_machine()) {
+    return invalid(fmt::format("machine id {} does not fit the layout's {} machine bits (0 to {})", options.machine_id,
+                               l.bits_machine, l.max_machine()));
+  }
+  if (options.start_after && (*options.start_after >> l.bits_sequence) >= l.max_time() &&
+      (*options.start_after & l.max_sequence()) == l.max_sequence()) {
+    return exhausted(l);
+  }
+  return std::unique_ptr<Generator>(new Generator(std::move(options)));
+}
+
+Generator::Generator(GeneratorOptions options)
+    : opt_(std::move(options)),
+      seq_bits_(opt_.layout.bits_sequence),
+      unit_ns_(static_cast<uint64_t>(opt_.layout.unit_ms) * 1'000'000),
+      epoch_ns_(opt_.layout.epoch_ms * 1'000'000),
+      next_(opt_.start_after ? *opt_.start_after + 1 : 0),
+      newest_tick_(opt_.start_after ? *opt_.start_after >> seq_bits_ : 0),
+      persisted_(opt_.start_after ? *opt_.start_after + 1 : 0) {}
+
+uint64_t Generator::max_block() const {
+  return std::min(kMaxBlock, opt_.layout.max_time() << seq_bits_);
+}
+
+Result<uint64_t> Generator::current_tick() const {
+  const int64_t now = opt_.clock->now().count();
+  if (now < epoch_ns_) {
+    return unavailable(fmt::format("the clock ({}) is before the layout's epoch ({})",
+                                   format_timestamp_ms(now / 1'000'000), format_timestamp_ms(opt_.layout.epoch_ms)));
+  }
+  return static_cast<uint64_t>(now - epoch_ns_) / unit_ns_;
+}
+
+Status Generator::check_behind(uint64_t now) {
+  uint64_t newest = newest_tick_.load(std::memory_order_relaxed);
+  while (now > newest && !newest_tick_.compare_exchange_weak(newest, now, std::memory_order_relaxed)) {
+  }
+  if (now >= newest) return Ok{};
+  const auto behind_ms = static_cast<int64_t>(newest - now) * opt_.layout.unit_ms;
+  if (behind_ms <= opt_.max_clock_wait.count()) return Ok{};
+  return unavailable(fmt::format(
+      "the clock is {} behind the newest time already used ({}); refusing to wait longer than the clock "
+      "wait limit of {}",
+      format_duration_ms(behind_ms), format_timestamp_ms(opt_.layout.tick_start_ms(newest)),
+      format_duration_ms(opt_.max_clock_wait.count())));
+}
+
+Result<Block> Generator::reserve(uint64_t count) {
+  if (count == 0 || count > max_block()) {
+    return invalid(fmt::format("cannot reserve {} IDs at once (1 to {})", count, max_block()));
+  }
+  auto now = current_tick();
+  if (!now) return now.error();
+  if (*now > opt_.layout.max_time()) return exhausted(opt_.layout);
+  if (auto st = check_behind(*now); !st) return st.error();
+
+  const Cursor floor = *now << seq_bits_;
+  Cursor cur = next_.load(std::memory_order_relaxed);
+  Block block;
+  for (;;) {
+    block.first = std::max(cur, floor);
+    block.count = count;
+    if ((block.last() >> seq_bits_) > opt_.layout.max_time() || block.last() < block.first) {
+      return exhausted(opt_.layout);
+    }
+    if (next_.compare_exchange_weak(cur, block.last() + 1, std::memory_order_relaxed)) break;
+  }
+  if (opt_.reserver != nullptr && block.last() >= persisted_.load(std::memory_order_acquire)) {
+    if (auto st = persist_through(block.last()); !st) return st.error();
+  }
+  return block;
+}
+
+Status Generator::persist_through(Cursor last) {
+  std::lock_guard lock(persist_mu_);
+  if (last < persisted_.load(std::memory_order_relaxed)) return Ok{};  // another thread covered it
+  const Layout& l = opt_.layout;
+  const auto ahead = static_cast<uint64_t>(std::max<int64_t>(1, opt_.reserve_ahead.count() / l.unit_ms));
+  const uint64_t tick = std::min(l.max_time(), (last >> seq_bits_) + ahead);
+  const Cursor high = (tick << seq_bits_) | l.max_sequence();
+  if (auto st = opt_.reserver->reserve_through(high); !st) return st;
+  persisted_.store(high + 1, std::memory_order_release);
+  return Ok{};
+}
+
+Nanos Generator::ready_at(const Block& block) const {
+  return Nanos(epoch_ns_ + static_cast<int64_t>((block.last() >> seq_bits_) * unit_ns_));
+}
+
+bool Generator::is_ready(const Block& block) const { return opt_.clock->now() >= ready_at(block); }
+
+Status Generator::wait_ready(const Block& block) {
+  const uint64_t ready_tick = block.last() >> seq_bits_;
+  for (;;) {
+    auto now = current_tick();
+    if (!now) return now.error();
+    if (*now >= ready_tick) return Ok{};
+    if (auto st = check_behind(*now); !st) return st;
+    opt_.clock->sleep_until(ready_at(block));
+  }
+}
+
+Result<Block> Generator::next_block(uint64_t count) {
+  auto block = reserve(count);
+  if (!block) return block;
+  if (auto st = wait_ready(*block); !st) return st.error();
+  return block;
+}
+
+Result<uint64_t> Generator::next() {
+  auto block = next_block(1);
+  if (!block) return block.error();
+  return id_at(block->first);
+}
+
+uint64_t Generator::id_at(Cursor c) const {
+  return opt_.layout.compose(c >> seq_bits_, c & opt_.layout.max_sequence(), opt_.machine_id);
+}
+
+void Generator::write_ids(const Block& block, uint64_t* out) const {
+  for (uint64_t i = 0; i < block.count; ++i) out[i] = id_at(block.first + i);
+}
+
+std::optional<Cursor> Generator::last_reserved() const {
+  const Cursor next = next_.load(std::memory_order_relaxed);
+  if (next == 0) return std::nullopt;
+  return next - 1;
+}
+
+}  // namespace zaptid

@@ -1,0 +1,115 @@
+// The ID generator: unique, strictly increasing IDs for one layout and one machine id.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+
+#include "core/clock.h"
+#include "core/layout.h"
+#include "core/result.h"
+
+namespace zaptid {
+
+/// A cursor is an ID's time and sequence as one number, time << bits_sequence | sequence.
+/// Cursors order exactly as the IDs of one machine id do, so "strictly after" is one comparison.
+using Cursor = uint64_t;
+
+/// Persists how far a generator may have issued, so that a successor (a restart, another
+/// process, another host through etcd) starts strictly after it. Called rarely: once per
+/// reserved window, never per ID.
+class Reserver {
+ public:
+  virtual ~Reserver() = default;
+  /// Durably records that cursors up to and including `high` may be issued. Must not return
+  /// before the record would survive a crash. On error the generator issues nothing past
+  /// what was recorded before.
+  virtual Status reserve_through(Cursor high) = 0;
+};
+
+struct GeneratorOptions {
+  Layout layout;
+  uint64_t machine_id = 0;  ///< must fit layout.bits_machine
+  Clock* clock = nullptr;   ///< required; not owned; must outlive the generator
+  /// How far the clock may be behind the newest time this generator has seen (its own IDs, or
+  /// start_after) before a request fails instead of waiting for the clock to catch up.
+  std::chrono::milliseconds max_clock_wait{1000};
+  /// The newest cursor a predecessor may have issued; the first ID comes strictly after it.
+  std::optional<Cursor> start_after;
+  /// Where reservations are persisted; may be null (nothing outlives the process).
+  Reserver* reserver = nullptr;
+  /// How far past the current need each reservation reaches: fewer writes, longer wait for a
+  /// successor after a crash.
+  std::chrono::milliseconds reserve_ahead{500};
+};
+
+/// A reserved run of `count` consecutive cursors starting at `first`. Its IDs may be handed out
+/// once the clock has reached the tick of its last cursor (see Generator::wait_ready()).
+struct Block {
+  Cursor first = 0;
+  uint64_t count = 0;
+  Cursor last() const { return first + count - 1; }
+};
+
+/// Issues IDs. Thread-safe: any number of threads may call any method at once; no two calls
+/// ever get the same ID, and the IDs of successive reservations strictly increase.
+/// The hot path is one compare-and-swap; no lock is held while waiting for time.
+class Generator {
+ public:
+  /// Checks the options (machine id fits, clock given). Does not read the clock.
+  static Result<std::unique_ptr<Generator>> create(GeneratorOptions options);
+
+  /// Reserves `count` IDs in one atomic step, without sleeping. Fails (kUnavailable) when the
+  /// clock is more than max_clock_wait behind, (kExhausted) when the IDs would need time past
+  /// the layout's end, (kInvalidArgument) for count 0 or over max_block(), or with the
+  /// reserver's error. The IDs may not be ready yet: see ready_at() and wait_ready().
+  Result<Block> reserve(uint64_t count);
+
+  /// The wall-clock time at which every ID of `block` may be handed out.
+  Nanos ready_at(const Block& block) const;
+  /// True when the clock has reached ready_at(block).
+  bool is_ready(const Block& block) const;
+  /// Sleeps (through the clock) until `block` is ready. Fails, and the block's IDs are then
+  /// discarded unused, if the clock stepped back further than max_clock_wait meanwhile.
+  Status wait_ready(const Block& block);
+
+  /// reserve(count) + wait_ready(): a block ready to hand out.
+  Result<Block> next_block(uint64_t count);
+  /// One ready ID.
+  Result<uint64_t> next();
+
+  /// The ID of a cursor of this generator.
+  uint64_t id_at(Cursor c) const;
+  /// Writes block.count IDs of a ready block into out (which must hold that many).
+  void write_ids(const Block& block, uint64_t* out) const;
+
+  /// The newest cursor reserved so far (issued or about to be), or start_after, or nullopt if none.
+  std::optional<Cursor> last_reserved() const;
+
+  const Layout& layout() const { return opt_.layout; }
+  uint64_t machine_id() const { return opt_.machine_id; }
+  /// The largest count reserve() takes: 2^24, and at most what fits the time field.
+  uint64_t max_block() const;
+
+ private:
+  explicit Generator(GeneratorOptions options);
+  /// The current tick, or an error if the clock is before the epoch.
+  Result<uint64_t> current_tick() const;
+  /// Fails if the clock (at tick `now`) is too far behind the newest tick seen; records `now`.
+  Status check_behind(uint64_t now);
+  Status persist_through(Cursor last);
+
+  GeneratorOptions opt_;
+  int seq_bits_;
+  uint64_t unit_ns_;
+  int64_t epoch_ns_;
+  std::atomic<Cursor> next_;          // the next cursor that may be reserved
+  std::atomic<uint64_t> newest_tick_;  // the newest tick the clock or a predecessor has shown
+  std::atomic<Cursor> persisted_;     // cursors below this are durably reserved (if reserver)
+  std::mutex persist_mu_;             // serializes reserver calls only
+};
+
+}  // namespace zaptid
