@@ -24,7 +24,7 @@ TEST_CASE("layout::zaptidgen vector") {
   CHECK(p.sequence == 0);
   CHECK(p.machine == 5);
   CHECK(l.compose(38614395737u, 0, 5) == 647842057989128197u);
-  CHECK(l.tick_start_ms(p.time) == 1764137557370);  // 2026-11-26T06:12:37.370Z
+  CHECK(l.tick_start_ms(p.time) == 1795673557370);  // 2026-11-26T06:12:37.370Z
 }
 
 TEST_CASE("layout::presets") {
