@@ -38,7 +38,7 @@ Generator::Generator(GeneratorOptions options)
       unit_ns_(static_cast<uint64_t>(opt_.layout.unit_ms) * 1'000'000),
       epoch_ns_(opt_.layout.epoch_ms * 1'000'000),
       next_(opt_.start_after ? *opt_.start_after + 1 : 0),
-      newest_tick_(opt_.start_after ? *opt_.start_after >> seq_bits_ : 0),
+      start_tick_(opt_.start_after ? *opt_.start_after >> seq_bits_ : 0),
       persisted_(opt_.start_after ? *opt_.start_after + 1 : 0) {}
 
 uint64_t Generator::max_block() const {
@@ -55,9 +55,10 @@ Result<uint64_t> Generator::current_tick() const {
 }
 
 Status Generator::check_behind(uint64_t now) {
-  uint64_t newest = newest_tick_.load(std::memory_order_relaxed);
-  while (now > newest && !newest_tick_.compare_exchange_weak(newest, now, std::memory_order_relaxed)) {
+  uint64_t seen = seen_tick_.load(std::memory_order_relaxed);
+  while (now > seen && !seen_tick_.compare_exchange_weak(seen, now, std::memory_order_relaxed)) {
   }
+  const uint64_t newest = std::max(seen, start_tick_);
   if (now >= newest) return Ok{};
   const auto behind_ms = static_cast<int64_t>(newest - now) * opt_.layout.unit_ms;
   if (behind_ms <= opt_.max_clock_wait.count()) return Ok{};
@@ -88,7 +89,9 @@ Result<Block> Generator::reserve(uint64_t count) {
     }
     if (next_.compare_exchange_weak(cur, block.last() + 1, std::memory_order_relaxed)) break;
   }
-  block.ready = (block.last() >> seq_bits_) <= *now;
+  // After a step back the clock's newest tick still counts: the rest of that tick's sequence is
+  // handed out at once, and only a tick the clock has never shown is waited for.
+  block.ready = (block.last() >> seq_bits_) <= seen_tick_.load(std::memory_order_relaxed);
   if (opt_.reserver != nullptr && block.last() >= persisted_.load(std::memory_order_acquire)) {
     if (auto st = persist_through(block.last()); !st) return st.error();
   }
@@ -111,7 +114,10 @@ Nanos Generator::ready_at(const Block& block) const {
   return Nanos(epoch_ns_ + static_cast<int64_t>((block.last() >> seq_bits_) * unit_ns_));
 }
 
-bool Generator::is_ready(const Block& block) const { return block.ready || opt_.clock->now() >= ready_at(block); }
+bool Generator::is_ready(const Block& block) const {
+  return block.ready || (block.last() >> seq_bits_) <= seen_tick_.load(std::memory_order_relaxed) ||
+         opt_.clock->now() >= ready_at(block);
+}
 
 Status Generator::wait_ready(const Block& block) {
   if (block.ready) return Ok{};
@@ -119,8 +125,9 @@ Status Generator::wait_ready(const Block& block) {
   for (;;) {
     auto now = current_tick();
     if (!now) return now.error();
-    if (*now >= ready_tick) return Ok{};
-    if (auto st = check_behind(*now); !st) return st;
+    const auto behind = check_behind(*now);  // records the tick, even when far behind
+    if (ready_tick <= seen_tick_.load(std::memory_order_relaxed)) return Ok{};
+    if (!behind) return behind;
     opt_.clock->sleep_until(ready_at(block));
   }
 }

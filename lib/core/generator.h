@@ -47,11 +47,12 @@ struct GeneratorOptions {
 };
 
 /// A reserved run of `count` consecutive cursors starting at `first`. Its IDs may be handed out
-/// once the clock has reached the tick of its last cursor (see Generator::wait_ready()).
+/// once the clock has shown the tick of its last cursor (see Generator::wait_ready()). After the
+/// clock stepped back, a tick it showed before counts: IDs are never from a time not yet reached.
 struct Block {
   Cursor first = 0;
   uint64_t count = 0;
-  /// The clock had already reached the last cursor's tick when the block was reserved, so it
+  /// The clock had already shown the last cursor's tick when the block was reserved, so it
   /// may be handed out without reading the clock again.
   bool ready = false;
   Cursor last() const { return first + count - 1; }
@@ -71,9 +72,10 @@ class Generator {
   /// reserver's error. The IDs may not be ready yet: see ready_at() and wait_ready().
   Result<Block> reserve(uint64_t count);
 
-  /// The wall-clock time at which every ID of `block` may be handed out.
+  /// The wall-clock time at which every ID of `block` may be handed out: the start of its last
+  /// tick. The block may be ready earlier when the clock showed that tick and then stepped back.
   Nanos ready_at(const Block& block) const;
-  /// True when the clock has reached ready_at(block).
+  /// True when the clock has shown the tick of the block's last cursor (now or before).
   bool is_ready(const Block& block) const;
   /// Sleeps (through the clock) until `block` is ready. Fails, and the block's IDs are then
   /// discarded unused, if the clock stepped back further than max_clock_wait meanwhile.
@@ -101,7 +103,8 @@ class Generator {
   explicit Generator(GeneratorOptions options);
   /// The current tick, or an error if the clock is before the epoch.
   Result<uint64_t> current_tick() const;
-  /// Fails if the clock (at tick `now`) is too far behind the newest tick seen; records `now`.
+  /// Records that the clock showed tick `now`; fails if it is too far behind the newest tick
+  /// the clock has shown or a predecessor used.
   Status check_behind(uint64_t now);
   Status persist_through(Cursor last);
 
@@ -110,7 +113,8 @@ class Generator {
   uint64_t unit_ns_;
   int64_t epoch_ns_;
   std::atomic<Cursor> next_;          // the next cursor that may be reserved
-  std::atomic<uint64_t> newest_tick_;  // the newest tick the clock or a predecessor has shown
+  uint64_t start_tick_;                // the tick of start_after (0 if none)
+  std::atomic<uint64_t> seen_tick_{0};  // the newest tick the clock has shown this generator
   std::atomic<Cursor> persisted_;     // cursors below this are durably reserved (if reserver)
   std::mutex persist_mu_;             // serializes reserver calls only
 };
