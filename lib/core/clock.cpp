@@ -9,8 +9,11 @@ Nanos SystemClock::now() const {
 }
 
 void SystemClock::sleep_until(Nanos t) {
-  std::this_thread::sleep_until(std::chrono::system_clock::time_point(
-      std::chrono::duration_cast<std::chrono::system_clock::duration>(t)));
+  // One relative sleep, then back to the caller, which re-reads the clock and applies its bound.
+  // std::this_thread::sleep_until(system_clock) loops until the clock reaches t, so a clock set
+  // back an hour during a 10 ms wait would block for that hour (sonyflake's issue #39).
+  const Nanos left = t - now();
+  if (left > Nanos::zero()) std::this_thread::sleep_for(left);
 }
 
 void FakeClock::sleep_until(Nanos t) {
