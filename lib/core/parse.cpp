@@ -120,11 +120,13 @@ Result<uint64_t> parse_id(std::string_view text) {
   }
   const auto* end = digits.data() + digits.size();
   const auto [ptr, ec] = std::from_chars(digits.data(), end, v, base);
+  // Trailing junk is checked first: on overflow from_chars still stops at the first non-digit.
+  if (digits.empty() || ptr != end || digits[0] == '+' || digits[0] == '-' ||
+      (ec != std::errc() && ec != std::errc::result_out_of_range)) {
+    return invalid(fmt::format("'{}' is not an ID: expected a decimal number or 0x-prefixed hex", text));
+  }
   if (ec == std::errc::result_out_of_range) {
     return invalid(fmt::format("'{}' is not an ID: larger than 64 bits", text));
-  }
-  if (digits.empty() || ec != std::errc() || ptr != end || digits[0] == '+' || digits[0] == '-') {
-    return invalid(fmt::format("'{}' is not an ID: expected a decimal number or 0x-prefixed hex", text));
   }
   return v;
 }
