@@ -4,6 +4,7 @@
 #include <ifaddrs.h>
 #include <netinet/in.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fmt/format.h>
 
@@ -13,12 +14,18 @@ namespace zaptid {
 namespace {
 
 Result<MachineIdChoice> explicit_id(const std::string& text, std::string source, const Layout& layout) {
-  auto id = parse_unsigned(text, UINT64_MAX, source);
-  if (!id) return id.error();
-  if (*id > layout.max_machine()) {
-    return invalid(fmt::format("{} {} does not fit the layout's {} machine bits (0 to {})", source, *id,
+  const auto does_not_fit = [&] {
+    return invalid(fmt::format("{} {} does not fit the layout's {} machine bits (0 to {})", source, text,
                                layout.bits_machine, layout.max_machine()));
+  };
+  auto id = parse_unsigned(text, UINT64_MAX, source);
+  if (!id) {
+    // A number past 64 bits does not fit either; the layout's range is the limit worth naming.
+    const bool digits =
+        !text.empty() && std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+    return digits ? does_not_fit() : id.error();
   }
+  if (*id > layout.max_machine()) return does_not_fit();
   return MachineIdChoice{*id, std::move(source), {}};
 }
 
