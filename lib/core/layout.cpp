@@ -102,6 +102,13 @@ Result<Layout> make_layout(std::string_view preset, const LayoutOverrides& o, st
   }
   if (o.epoch_ms) l.epoch_ms = *o.epoch_ms;
   if (l.epoch_ms < 0) return invalid("epoch must not be before 1970-01-01T00:00:00Z");
+  // Every tick's start must be a Unix millisecond that fits int64: decode prints it for any ID.
+  const auto room = static_cast<uint64_t>(INT64_MAX - l.epoch_ms) / static_cast<uint64_t>(l.unit_ms);
+  if (l.max_time() + 1 > room) {
+    return invalid(fmt::format("a time unit of {}ms with {} bits of time ends past the largest time zaptid can "
+                               "represent; use a shorter --time-unit or fewer time bits",
+                               l.unit_ms, l.bits_time));
+  }
   if (now_ms && l.epoch_ms > *now_ms) {
     return invalid(fmt::format("epoch {} is in the future", format_timestamp_ms(l.epoch_ms)));
   }
