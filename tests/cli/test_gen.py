@@ -1,10 +1,25 @@
 """zaptid gen, run as a user would."""
+import fcntl
 import json
+import os
+import re
 import subprocess
+import time
 import unittest
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 from harness import ZAPTID, ZaptidTestCase
+
+SONYFLAKE_KEY = "e1409529600000-u10-t39-s8-m16-sm"
+DAMAGED = ("is damaged ({}); refusing to guess where the previous process stopped. Remove it only when no zaptid "
+           "with this machine id has run for longer than the clock wait limit")
+
+
+def record(cursor):
+    """A state record as zaptid writes it."""
+    body = f"zaptid-state 1\ncursor {cursor}\n"
+    return f"{body}crc32 {zlib.crc32(body.encode()):08x}\n"
 
 
 class GenTest(ZaptidTestCase):
@@ -84,6 +99,97 @@ class GenTest(ZaptidTestCase):
         r = self.zaptid("gen", "--machine-id", 13, env={"ZAPTID_MACHINE_ID": "12"})
         self.assertEqual(int(r.stdout) & 0xFFFF, 13)  # the flag wins
         self.assertFails(self.zaptid("gen", env={"ZAPTID_MACHINE_ID": "x"}), 2, "ZAPTID_MACHINE_ID 'x'")
+
+
+    def test_bad_numbers_are_refused_not_wrapped(self):
+        self.assertFails(self.zaptid("gen", "--count", -1, "--machine-id", 1), 2,
+                         "zaptid: --count: value '-1' is not a non-negative integer")
+        self.assertFails(self.zaptid("gen", "--count", "0x10", "--machine-id", 1), 2, "value '0x10'")
+        self.assertFails(self.zaptid("gen", "--lock-timeout", "soon", "--machine-id", 1), 2,
+                         "zaptid: --lock-timeout 'soon' is not a duration (examples: 500ms, 1s, 1.5s, 2m)")
+
+    def state_path(self, machine_id, suffix=".state"):
+        return os.path.join(self.tmp, "state", f"{SONYFLAKE_KEY}-machine-{machine_id}{suffix}")
+
+    def test_state_records_exactly_the_last_id(self):
+        r = self.zaptid("gen", "-n", 300, "--machine-id", 7)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        last = int(r.stdout.split()[-1])
+        with open(self.state_path(7)) as f:
+            text = f.read()
+        self.assertEqual(text, record(((last >> 24) << 8) | ((last >> 16) & 0xFF)))
+        self.assertFalse(os.path.exists(self.state_path(7, ".state.tmp")))
+
+    def test_default_state_folder(self):
+        env = {k: v for k, v in self.env.items() if k not in ("ZAPTID_STATE_DIR", "XDG_STATE_HOME")}
+        r = subprocess.run([ZAPTID, "gen", "--machine-id", "8"], capture_output=True, text=True, env=env, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(os.path.exists(os.path.join(self.tmp, ".local", "state", "zaptid",
+                                                    f"{SONYFLAKE_KEY}-machine-8.state")))
+
+    def assertRefused(self, result, message):
+        """Exit 1, one 'zaptid: ' line containing message, and not a single ID on stdout."""
+        self.assertFails(result, 1, message)
+        self.assertEqual(result.stdout, "")
+
+    def test_damaged_state_is_refused(self):
+        r = self.zaptid("gen", "--machine-id", 7)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        path = self.state_path(7)
+        with open(path) as f:
+            good = f.read()
+        crc = re.search(r"crc32 ([0-9a-f]{8})", good).group(1)
+        flipped = good.replace(crc, crc[:-1] + ("0" if crc[-1] != "0" else "1"))
+        for text, why in ((flipped, "checksum mismatch"), (good[:-5], "incomplete"), ("", "incomplete"),
+                          (good.replace("cursor ", "cursor 1"), "checksum mismatch")):
+            with self.subTest(why=why, text=text):
+                with open(path, "w") as f:
+                    f.write(text)
+                self.assertRefused(self.zaptid("gen", "-n", 5, "--machine-id", 7),
+                                   f"zaptid: state file {path} " + DAMAGED.format(why))
+                with open(path) as f:
+                    self.assertEqual(f.read(), text)  # never reset
+        # Another machine id has its own record and is not affected.
+        self.assertEqual(self.zaptid("gen", "--machine-id", 70).returncode, 0)
+
+    def test_record_far_ahead_of_the_clock_is_refused(self):
+        # A previous run recorded a tick 1000 s ahead (its clock was wrong): waiting that long is refused.
+        os.makedirs(os.path.join(self.tmp, "state"))
+        ahead = (int(time.time() * 1000) - 1409529600000) // 10 + 100000
+        with open(self.state_path(7), "w") as f:
+            f.write(record(ahead << 8))
+        r = self.zaptid("gen", "--machine-id", 7)
+        self.assertRefused(r, "behind the newest time already used")
+        self.assertIn("refusing to wait longer than the clock wait limit of 1.000s", r.stderr)
+
+    def test_state_folder_that_cannot_be_created(self):
+        blocker = os.path.join(self.tmp, "file")
+        with open(blocker, "w") as f:
+            f.write("not a folder\n")
+        folder = os.path.join(blocker, "state")
+        self.assertRefused(self.zaptid("gen", "--state-dir", folder, "--machine-id", 7),
+                           f"zaptid: cannot create state folder {folder}: Not a directory")
+
+    def test_waits_for_the_lock_then_gives_up_naming_the_holder(self):
+        os.makedirs(os.path.join(self.tmp, "state"))
+        lock_path = self.state_path(7, ".lock")
+        with open(lock_path, "w") as holder:
+            fcntl.flock(holder, fcntl.LOCK_EX)  # the same lock another zaptid would hold
+            holder.write("pid 4242, zaptid serve\n")
+            holder.flush()
+            for args, env in ((["--lock-timeout", "200ms"], None), ([], {"ZAPTID_LOCK_TIMEOUT": "200ms"})):
+                start = time.monotonic()
+                r = self.zaptid("gen", "-n", 3, "--machine-id", 7, *args, env=env)
+                waited = time.monotonic() - start
+                self.assertRefused(r, "zaptid: this machine id is in use by another zaptid process on this host "
+                                      f"(pid 4242, zaptid serve); gave up after waiting 200ms for {lock_path}")
+                self.assertGreaterEqual(waited, 0.2)
+            # Only this machine id is held.
+            self.assertEqual(self.zaptid("gen", "--machine-id", 8, "--lock-timeout", "200ms").returncode, 0)
+            fcntl.flock(holder, fcntl.LOCK_UN)
+        r = self.zaptid("gen", "-n", 3, "--machine-id", 7, "--lock-timeout", "200ms")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(len(r.stdout.split()), 3)
 
 
 if __name__ == "__main__":
