@@ -1,6 +1,7 @@
 #include "cmd_decode.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <unistd.h>
 
 #include <iostream>
@@ -9,17 +10,36 @@
 #include "core/parse.h"
 
 namespace zaptid::cli {
+namespace {
+
+// Maps each name to its enum value for CLI11. Unlike CLI::CheckedTransformer it accepts only the
+// names (not the numbers behind them), and its help and errors show only the names.
+CLI::Validator names_only(const std::map<std::string, int>& names) {
+  std::vector<std::string> keys;
+  for (const auto& [name, value] : names) keys.push_back(name);
+  const std::string list = fmt::format("{}", fmt::join(keys, ", "));
+  return CLI::Validator(
+      [names, list](std::string& text) {
+        const auto it = names.find(text);
+        if (it == names.end()) return fmt::format("'{}' is not one of {}", text, list);
+        text = std::to_string(it->second);
+        return std::string();
+      },
+      fmt::format("{{{}}}", fmt::join(keys, ",")));
+}
+
+}  // namespace
 
 void setup_decode(CLI::App& app, Action& action) {
   auto opt = std::make_shared<DecodeOptions>();
   auto* sub = app.add_subcommand("decode", "Split IDs into time, sequence and machine id");
   sub->add_option("ids", opt->ids, "IDs, decimal or 0x hex; none or '-' reads one per line from stdin");
-  const std::map<std::string, DecodeFormat> names{
-      {"text", DecodeFormat::kText}, {"json", DecodeFormat::kJson}, {"tsv", DecodeFormat::kTsv}};
   sub->add_option("--format", opt->format,
                   "Output format: text, json (one object per line, id as a string) or tsv "
                   "(id, time, timestamp, sequence, machine-id)")
-      ->transform(CLI::CheckedTransformer(names))
+      ->transform(names_only({{"text", static_cast<int>(DecodeFormat::kText)},
+                              {"json", static_cast<int>(DecodeFormat::kJson)},
+                              {"tsv", static_cast<int>(DecodeFormat::kTsv)}}))
       ->default_str("text");
   add_layout_options(*sub, opt->layout);
   sub->footer("Example: zaptid decode 647842057989128197\n         zaptid gen --count 5 | zaptid decode --format json");

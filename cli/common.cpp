@@ -6,7 +6,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <map>
+#include <vector>
 
 #include "core/parse.h"
 
@@ -114,11 +116,31 @@ void LocalIssuer::release() {
   if (!st) throw Fatal(kExitFailure, st.message());
 }
 
+namespace {
+
+// Maps each name to its enum value for CLI11. Unlike CLI::CheckedTransformer it accepts only the
+// names (not the numbers behind them), and its help and errors show only the names.
+CLI::Validator names_only(const std::map<std::string, int>& names) {
+  std::vector<std::string> keys;
+  for (const auto& [name, value] : names) keys.push_back(name);
+  const std::string list = fmt::format("{}", fmt::join(keys, ", "));
+  return CLI::Validator(
+      [names, list](std::string& text) {
+        const auto it = names.find(text);
+        if (it == names.end()) return fmt::format("'{}' is not one of {}", text, list);
+        text = std::to_string(it->second);
+        return std::string();
+      },
+      fmt::format("{{{}}}", fmt::join(keys, ",")));
+}
+
+}  // namespace
+
 void add_id_format_option(CLI::App& app, IdFormat& format) {
-  const std::map<std::string, IdFormat> names{{"dec", IdFormat::kDec}, {"hex", IdFormat::kHex},
-                                              {"json", IdFormat::kJson}};
   app.add_option("--format", format, "Output format: dec, hex (0x, 16 digits) or json")
-      ->transform(CLI::CheckedTransformer(names))
+      ->transform(names_only({{"dec", static_cast<int>(IdFormat::kDec)},
+                              {"hex", static_cast<int>(IdFormat::kHex)},
+                              {"json", static_cast<int>(IdFormat::kJson)}}))
       ->default_str("dec");
 }
 
