@@ -96,6 +96,8 @@ class ComposeTest(ZaptidTestCase):
         self.assertFails(self.zaptid("compose", "--time", "2188-11-16T03:28:58.880Z"), 2,
                          "does not fit the layout's 39 time bits")
         self.assertEqual(self.compose("--time", "2188-11-16T03:28:58.879Z"), f"{(2**39 - 1) << 24}\n")
+        self.assertFails(self.zaptid("compose", "--tick", 1, "--format", "tsv"), 2,
+                         "zaptid: --format: 'tsv' is not one of dec, hex, json")
         self.assertFails(self.zaptid("compose", "--time", "2026-01-01T00:00:00Z", "--tick", 5), 2,
                          "zaptid: --time excludes --tick")
         # Negative or non-decimal numbers are refused, never wrapped to 2^64-1.

@@ -64,7 +64,9 @@ class DecodeTest(ZaptidTestCase):
         self.assertEqual(r.stdout, VECTOR_TEXT * 2)
         self.assertEqual(r.stderr, f"zaptid: '12x' {NOT_AN_ID}\n")
         self.assertFails(self.zaptid("decode", "0x"), 3, f"'0x' {NOT_AN_ID}")
-        self.assertFails(self.zaptid("decode", "--format", "xml", "1"), 2, "--format")
+        self.assertFails(self.zaptid("decode", "--format", "xml", "1"), 2,
+                         "zaptid: --format: 'xml' is not one of json, text, tsv")
+        self.assertFails(self.zaptid("decode", "--format", "1", "1"), 2, "'1' is not one of json, text, tsv")
         self.assertFails(self.zaptid("decode", "--layout", "uuid", "1"), 2,
                          "unknown layout 'uuid' (known: sonyflake, sonyflake-v2, snowflake)")
 

@@ -92,6 +92,8 @@ class GenTest(ZaptidTestCase):
         self.assertFails(self.zaptid("gen", "--epoch", "2999-01-01T00:00:00Z"), 2, "is in the future")
         self.assertFails(self.zaptid("gen", "--time-unit", "0.5ms"), 2, "whole number of milliseconds")
         self.assertFails(self.zaptid("gen", "--frobnicate"), 2, "--frobnicate")
+        self.assertFails(self.zaptid("gen", "--format", "xml"), 2, "zaptid: --format: 'xml' is not one of dec, hex, json")
+        self.assertFails(self.zaptid("gen", "--format", "2"), 2, "zaptid: --format: '2' is not one of dec, hex, json")
 
     def test_machine_id_from_environment(self):
         r = self.zaptid("gen", env={"ZAPTID_MACHINE_ID": "12"})
