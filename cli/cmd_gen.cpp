@@ -41,8 +41,9 @@ int run_gen(const GenOptions& opt) {
   if (!issuer.machine.warning.empty()) spdlog::warn("{}", issuer.machine.warning);
 
   Generator& gen = *issuer.generator;
-  // One tick's worth per block: output flows at the layout's pace instead of in bursts.
-  const uint64_t per_block = std::min(layout.max_sequence() + 1, gen.max_block());
+  // One tick's worth per block: output flows at the layout's pace instead of in bursts. At most
+  // 4096, so memory stays flat for layouts with wide sequences too (2^24 IDs a tick took 690 MB).
+  const uint64_t per_block = std::min({layout.max_sequence() + 1, gen.max_block(), uint64_t{4096}});
   Output out;
   std::vector<uint64_t> ids(per_block);
   for (uint64_t left = opt.count; left > 0 && !out.closed();) {
