@@ -144,6 +144,23 @@ class GenTest(ZaptidTestCase):
         self.assertFails(result, 1, message)
         self.assertEqual(result.stdout, "")
 
+    def test_killed_run_is_never_repeated(self):
+        # SIGKILL leaves the reserved window in the record: the next run starts after all of it.
+        p = self.popen("gen", "-n", 10**9, "--machine-id", 7)
+        first = [int(p.stdout.readline()) for _ in range(1000)]
+        p.kill()
+        rest, _ = p.communicate(timeout=60)
+        issued = first + [int(x) for x in rest.split()]
+        with open(self.state_path(7)) as f:
+            recorded = int(re.search(r"cursor (\d+)", f.read()).group(1))
+        last = max(issued)
+        self.assertGreaterEqual(recorded, ((last >> 24) << 8) | ((last >> 16) & 0xFF))
+        r = self.zaptid("gen", "-n", 3, "--machine-id", 7)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        after = [int(x) for x in r.stdout.split()]
+        self.assertGreater(min(after), last)
+        self.assertGreater(min(after) >> 24, recorded >> 8)  # past the whole window, not just the last ID
+
     def test_damaged_state_is_refused(self):
         r = self.zaptid("gen", "--machine-id", 7)
         self.assertEqual(r.returncode, 0, r.stderr)
