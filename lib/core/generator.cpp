@@ -25,8 +25,9 @@ Result<std::unique_ptr<Generator>> Generator::create(GeneratorOptions options) {
     return invalid(fmt::format("machine id {} does not fit the layout's {} machine bits (0 to {})", options.machine_id,
                                l.bits_machine, l.max_machine()));
   }
-  if (options.start_after && (*options.start_after >> l.bits_sequence) >= l.max_time() &&
-      (*options.start_after & l.max_sequence()) == l.max_sequence()) {
+  // At or past the layout's last cursor nothing is left; a cursor past it (a damaged or foreign
+  // record) must not reach the tick arithmetic either.
+  if (options.start_after && *options.start_after >= (l.max_time() << l.bits_sequence | l.max_sequence())) {
     return exhausted(l);
   }
   return std::unique_ptr<Generator>(new Generator(std::move(options)));
