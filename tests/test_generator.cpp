@@ -318,6 +318,41 @@ TEST_CASE("generator::time field runs out") {
     CHECK(g.error().kind == ErrorKind::kExhausted);
     CHECK(g.message() == ran_out);
   }
+  SUBCASE("a predecessor's cursor past the end of the layout") {
+    for (Cursor after : {(l.max_time() + 1) << l.bits_sequence, (l.max_time() + 7) << l.bits_sequence | 3,
+                         ~Cursor{0} - 1, ~Cursor{0}}) {
+      CAPTURE(after);
+      go.start_after = after;
+      auto g = Generator::create(go);
+      REQUIRE_FALSE(g.ok());
+      CHECK(g.error().kind == ErrorKind::kExhausted);
+      CHECK(g.message() == ran_out);
+    }
+    go.start_after = (l.max_time() << l.bits_sequence) | (l.max_sequence() - 1);
+    auto g = make(go);  // one ID left
+    clock.set(ms(end_ms - 1));
+    CHECK(next_id(*g) == 0x7FFFFFFFFFFFFFFFu);
+    CHECK(g->next().error().kind == ErrorKind::kExhausted);
+  }
+}
+
+TEST_CASE("generator::a cursor far past the end of a narrow layout") {
+  // 32 bits of 10 ms time, 1 bit of sequence: a damaged record's cursor can hold a tick 2^31 times
+  // the layout's last. It must be refused before any arithmetic on it.
+  zaptid::LayoutOverrides o;
+  o.unit_ms = 10;
+  o.bits_sequence = 1;
+  o.bits_machine = 30;
+  auto layout = zaptid::make_layout("snowflake", o, std::nullopt);
+  REQUIRE(layout.ok());
+  FakeClock clock(ms(kVectorMs));
+  GeneratorOptions go;
+  go.layout = *layout;
+  go.clock = &clock;
+  go.start_after = ~Cursor{0} - 1;
+  auto g = Generator::create(go);
+  REQUIRE_FALSE(g.ok());
+  CHECK(g.error().kind == ErrorKind::kExhausted);
 }
 
 TEST_CASE("generator::start_after") {
