@@ -76,7 +76,9 @@ class HighWaterReserver final : public Reserver {
 Session::Session(SessionOptions options, std::unique_ptr<Client> client)
     : opt_(std::move(options)), client_(std::move(client)) {}
 
-Session::~Session() {
+Session::~Session() { stop(); }
+
+void Session::stop() {
   {
     std::lock_guard lock(mu_);
     stop_ = true;
@@ -335,14 +337,7 @@ void Session::monitor_loop() {
 }
 
 Status Session::close(const std::vector<std::optional<Cursor>>& last) {
-  {
-    std::lock_guard lock(mu_);
-    stop_ = true;
-    if (stream_ctx_ != nullptr) stream_ctx_->TryCancel();
-  }
-  cv_.notify_all();
-  if (keeper_.joinable()) keeper_.join();
-  if (monitor_.joinable()) monitor_.join();
+  stop();
   Status result = Ok{};
   const auto held = claims();
   for (size_t i = 0; i < held.size() && i < last.size(); ++i) {

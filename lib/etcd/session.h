@@ -80,6 +80,10 @@ class Session {
   /// request path, in addition to the on_unavailable() push.
   bool confirmed() const;
 
+  /// Stops the keep-alive and monitor threads (no more events); the lease then runs out unless
+  /// close() revokes it. Idempotent.
+  void stop();
+
   /// Clean shutdown: stops the threads, records each lane's exact last cursor (nullopt: keep the
   /// record) and revokes the lease so the ids are free at once. Call at most once.
   Status close(const std::vector<std::optional<Cursor>>& last);
