@@ -58,6 +58,7 @@ void setup_serve(CLI::App& app, Action& action) {
       ->group("TLS");
   add_layout_options(*sub, opt->layout);
   add_identity_options(*sub, opt->identity);
+  add_etcd_options(*sub, opt->etcd);
   sub->footer(
       "--machine-id takes one id or, with --lanes, a range A-B (env ZAPTID_MACHINE_ID).\n"
       "Stops on SIGINT/SIGTERM: finishes calls in flight, records what was issued, exits 0.\n"
@@ -98,6 +99,8 @@ std::optional<IdRange> machine_id_range(const ServeOptions& opt, const Layout& l
 }  // namespace
 
 Lanes open_lanes(const ServeOptions& opt, const Layout& layout, Clock& clock) {
+  check_etcd_options(opt);
+  if (opt.etcd.enabled()) return open_etcd_lanes(opt, layout, clock);
   const auto reserve_ahead = std::chrono::milliseconds(500);
   const auto range = machine_id_range(opt, layout);
   if (opt.lanes > 1 && (!range || range->last - range->first + 1 < opt.lanes)) {
@@ -209,6 +212,7 @@ int run_serve(const ServeOptions& opt) {
   }
   server::route_grpc_logs(spdlog::level::warn);
   service->attach_health(server->GetHealthCheckService());
+  if (lanes.attach) lanes.attach(*service);
 
   const auto ids = service->machine_ids();
   spdlog::info("zaptid {} serving listen={} {} machine-id={} source={} lanes={} max-batch={} tls={}", kVersion,

@@ -7,6 +7,11 @@
 #include <vector>
 
 #include "common.h"
+#include "serve_etcd.h"
+
+namespace zaptid::server {
+class IdService;
+}
 
 namespace zaptid::cli {
 
@@ -20,6 +25,7 @@ struct ServeOptions {
   std::string tls_client_ca;
   LayoutOptions layout;
   IdentityOptions identity;
+  EtcdOptions etcd;
 };
 
 void setup_serve(CLI::App& app, Action& action);
@@ -31,6 +37,8 @@ struct Lanes {
   std::string source;  ///< where the machine ids came from, for the start-up line
   /// Records exactly what each lane issued and releases its claim; throws Fatal on failure.
   std::function<void()> release;
+  /// If set, called once the service runs: a leased source reports through it from then on.
+  std::function<void(server::IdService&)> attach;
 };
 
 /// The one place that decides which machine ids a server holds: today static ids (one, or a
