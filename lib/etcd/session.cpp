@@ -100,7 +100,7 @@ int64_t Session::steady_ms() const {
 // already past the check, the process being descheduled and those clock rates; and with keep-alives
 // every TTL/3, two of them may fail before issuing stops, so one slow round trip does not flap.
 std::chrono::milliseconds Session::margin() const {
-  return std::max(std::chrono::milliseconds(500), ttl_ / 5);
+  return std::max(std::chrono::milliseconds(500), ttl() / 5);
 }
 
 bool Session::confirmed() const { return steady_ms() < confirmed_until_.load() - margin().count(); }
@@ -116,7 +116,7 @@ Result<std::unique_ptr<Session>> Session::open(SessionOptions options) {
   std::unique_ptr<Session> s(new Session(std::move(options), std::move(*client)));
   const auto t0 = s->steady_ms();
   if (auto st = s->claim({}); !st) return st.error();
-  s->confirmed_until_.store(t0 + s->ttl_.count());
+  s->confirmed_until_.store(t0 + s->ttl_ms_.load());
   return s;
 }
 
@@ -124,7 +124,7 @@ Status Session::claim(const std::vector<uint64_t>& prefer) {
   auto grant = client_->grant(opt_.ttl.count());
   if (!grant) return grant.error();
   const int64_t lease = grant->id();
-  ttl_ = std::chrono::seconds(grant->ttl());
+  ttl_ms_.store(grant->ttl() * 1000);
 
   const std::string machines = opt_.prefix + "machines/";
   RangeRequest held;
@@ -254,15 +254,21 @@ bool Session::run_stream(size_t ep) {
     if (stop_) return false;
     stream_ctx_ = &ctx;
   }
+  // Opening the stream can block too (a member that accepts TCP but never answers), so the
+  // monitor's clock starts before it.
+  int64_t sent = steady_ms();
+  pending_since_.store(sent);
   auto stream = client_->lease_stub(ep).LeaseKeepAlive(&ctx);
   bool lost = false;
-  const auto interval = std::max(std::chrono::milliseconds(200), ttl_ / 3);
-  for (;;) {
+  const auto interval = std::max(std::chrono::milliseconds(200), ttl() / 3);
+  for (bool first = true;; first = false) {
     etcdserverpb::LeaseKeepAliveRequest req;
     req.set_id(lease_.load());
     etcdserverpb::LeaseKeepAliveResponse resp;
-    const int64_t sent = steady_ms();
-    pending_since_.store(sent);
+    if (!first) {
+      sent = steady_ms();
+      pending_since_.store(sent);
+    }
     if (!stream->Write(req) || !stream->Read(&resp)) break;
     pending_since_.store(0);
     if (resp.ttl() <= 0) {
@@ -299,7 +305,7 @@ void Session::reclaim() {
       for (const auto& c : now) ids += (ids.empty() ? "" : ",") + std::to_string(c.id);
       spdlog::info("claimed machine id {} again under etcd lease {:x}", ids, lease_.load());
       if (events_.on_reclaimed) events_.on_reclaimed(now);
-      confirmed_until_.store(t0 + ttl_.count());
+      confirmed_until_.store(t0 + ttl_ms_.load());
       cv_.notify_all();
       return;
     }
@@ -310,7 +316,7 @@ void Session::reclaim() {
 
 void Session::monitor_loop() {
   const auto tick = std::min(std::chrono::milliseconds(100), margin() / 4);
-  const auto stuck_after = std::clamp(ttl_ / 4, std::chrono::milliseconds(300), std::chrono::milliseconds(2000));
+  const auto stuck_after = std::clamp(ttl() / 4, std::chrono::milliseconds(300), std::chrono::milliseconds(2000));
   bool serving = true;
   while (!wait_stop(tick)) {
     const int64_t now = steady_ms();
@@ -329,7 +335,7 @@ void Session::monitor_loop() {
       if (events_.on_available) events_.on_available();
     } else {
       const auto reason = fmt::format("etcd lease {:x} not confirmed within the last {}ms (TTL {}s); not issuing IDs",
-                                      lease_.load(), (ttl_ - margin()).count(), ttl_.count() / 1000);
+                                      lease_.load(), (ttl() - margin()).count(), ttl().count() / 1000);
       spdlog::warn("{}", reason);
       if (events_.on_unavailable) events_.on_unavailable(reason);
     }

@@ -65,7 +65,7 @@ class Session {
   std::vector<Claim> claims() const;
   int64_t lease_id() const { return lease_.load(); }
   /// The TTL etcd granted.
-  std::chrono::milliseconds ttl() const { return ttl_; }
+  std::chrono::milliseconds ttl() const { return std::chrono::milliseconds(ttl_ms_.load()); }
   /// How long before the lease could expire issuing stops (see session.cpp for why).
   std::chrono::milliseconds margin() const;
 
@@ -105,7 +105,7 @@ class Session {
   SessionOptions opt_;
   std::unique_ptr<Client> client_;
   SessionEvents events_;
-  std::chrono::milliseconds ttl_{0};
+  std::atomic<int64_t> ttl_ms_{0};  ///< the granted TTL; changes only when a new lease is granted
   std::atomic<int64_t> lease_{0};
   /// Steady-clock milliseconds until which etcd certainly keeps the lease: the time the last
   /// confirmed request was sent plus the TTL.
