@@ -15,6 +15,7 @@
 #include "cmd_serve.h"
 #include "core/parse.h"
 #include "etcd/leased_lanes.h"
+#include "server/grpc_log.h"
 #include "server/id_service.h"
 
 namespace zaptid::cli {
@@ -125,6 +126,8 @@ Lanes open_etcd_lanes(const ServeOptions& opt, const Layout& layout, Clock& cloc
   sigaddset(&stop, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
 
+  // A failed claim is reported below in one line; gRPC's own lines about it stay at debug.
+  server::route_grpc_logs(spdlog::level::debug);
   auto opened = etcd::LeasedLanes::open(std::move(so), lo);
   if (!opened) throw Fatal(exit_status_for(opened.error()), opened.message());
   std::shared_ptr<etcd::LeasedLanes> leased(std::move(*opened));

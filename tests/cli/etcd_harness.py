@@ -38,11 +38,37 @@ def deadline_loop(timeout, step=0.05):
         time.sleep(step)
 
 
-class EtcdNode:
-    """One etcd member. start() launches it; the owner calls kill() at cleanup."""
+def make_certs(folder):
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files in
+    `folder`; returns {"ca", "server_cert", "server_key", "client_cert", "client_key"} paths."""
+    os.makedirs(folder, exist_ok=True)
+    p = {k: os.path.join(folder, k + ".pem") for k in
+         ("ca", "ca_key", "server_cert", "server_key", "client_cert", "client_key")}
+    ext = os.path.join(folder, "ext.cnf")
+    with open(ext, "w") as f:
+        f.write("[server]\nsubjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n"
+                "[client]\nextendedKeyUsage=clientAuth\n")
 
-    def __init__(self, name, root):
+    def openssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=zaptid test CA",
+            "-keyout", p["ca_key"], "-out", p["ca"])
+    for who in ("server", "client"):
+        csr = os.path.join(folder, who + ".csr")
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=" + who, "-keyout", p[who + "_key"],
+                "-out", csr)
+        openssl("x509", "-req", "-in", csr, "-CA", p["ca"], "-CAkey", p["ca_key"], "-CAcreateserial", "-days", "2",
+                "-extfile", ext, "-extensions", who, "-out", p[who + "_cert"])
+    return p
+
+
+class EtcdNode:
+    """One etcd member. start() launches it; the owner calls kill() at cleanup. With `certs`
+    (from make_certs) clients must use TLS with a client certificate."""
+
+    def __init__(self, name, root, certs=None):
         self.name = name
+        self.certs = certs
         os.makedirs(root, exist_ok=True)
         self.data_dir = os.path.join(root, name + ".etcd")
         self.log_path = os.path.join(root, name + ".log")
@@ -61,12 +87,15 @@ class EtcdNode:
 
     def start(self, initial_cluster, state="new"):
         self.initial_cluster = initial_cluster
-        client_url = "http://" + self.endpoint
+        client_url = ("https://" if self.certs else "http://") + self.endpoint
         args = [ETCD, "--name", self.name, "--data-dir", self.data_dir,
                 "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
                 "--listen-peer-urls", self.peer_url, "--initial-advertise-peer-urls", self.peer_url,
                 "--initial-cluster", initial_cluster, "--initial-cluster-state", state,
                 "--initial-cluster-token", "zaptid-test"]
+        if self.certs:
+            args += ["--cert-file", self.certs["server_cert"], "--key-file", self.certs["server_key"],
+                     "--trusted-ca-file", self.certs["ca"], "--client-cert-auth"]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
@@ -74,8 +103,13 @@ class EtcdNode:
         """Starts it again with the same data folder and ports (after kill())."""
         self.start(self.initial_cluster, state="existing")
 
+    def tls_args(self):
+        if not self.certs:
+            return []
+        return ["--cacert", self.certs["ca"], "--cert", self.certs["client_cert"], "--key", self.certs["client_key"]]
+
     def healthy(self):
-        r = subprocess.run([ETCDCTL, "--endpoints", self.endpoint, "--dial-timeout", "1s",
+        r = subprocess.run([ETCDCTL, "--endpoints", self.endpoint, *self.tls_args(), "--dial-timeout", "1s",
                             "--command-timeout", "1s", "endpoint", "health"],
                            capture_output=True, text=True, env=etcdctl_env())
         return r.returncode == 0
@@ -110,8 +144,8 @@ def etcdctl_env():
 class EtcdCluster:
     """`size` etcd members on loopback, started together and waited for."""
 
-    def __init__(self, root, size=1, timeout=30):
-        self.nodes = [EtcdNode("node%d" % i, root) for i in range(size)]
+    def __init__(self, root, size=1, timeout=30, certs=None):
+        self.nodes = [EtcdNode("node%d" % i, root, certs) for i in range(size)]
         initial = ",".join("%s=%s" % (n.name, n.peer_url) for n in self.nodes)
         try:
             for n in self.nodes:
@@ -137,7 +171,7 @@ class EtcdCluster:
 
     def ctl(self, *args, check=True):
         """Runs etcdctl against the cluster; returns stdout."""
-        r = subprocess.run([ETCDCTL, "--endpoints", self.endpoints, "--dial-timeout", "2s",
+        r = subprocess.run([ETCDCTL, "--endpoints", self.endpoints, *self.nodes[0].tls_args(), "--dial-timeout", "2s",
                             "--command-timeout", "5s", *args], capture_output=True, text=True, env=etcdctl_env())
         if check and r.returncode != 0:
             raise RuntimeError("etcdctl %s: %s" % (" ".join(args), r.stderr))

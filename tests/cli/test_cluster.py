@@ -35,8 +35,8 @@ def cursor_at(unix_ms):
 
 class ClusterTestCase(ZaptidTestCase):
 
-    def start_etcd(self, size=1):
-        cluster = eh.EtcdCluster(os.path.join(self.tmp, "etcd%d" % len(getattr(self, "_clusters", []))), size)
+    def start_etcd(self, size=1, certs=None):
+        cluster = eh.EtcdCluster(os.path.join(self.tmp, "etcd"), size, certs=certs)
         self.addCleanup(cluster.stop)
         return cluster
 
@@ -71,6 +71,7 @@ class Collector:
         self.servers = servers
         self.ids = []
         self.refused = 0
+        self.errors = []
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
         self._t.start()
@@ -84,6 +85,7 @@ class Collector:
                     if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                         raise
                     self.refused += 1
+                    self.errors.append("%s: %s" % (e.code().name, e.details()))
 
     def stop(self):
         self._stop.set()
@@ -152,6 +154,21 @@ class ClaimTest(ClusterTestCase):
         self.assertFails(r, 1, "etcd lease grant failed on every endpoint")
 
 
+    def test_etcd_over_tls_with_a_client_certificate(self):
+        certs = eh.make_certs(os.path.join(self.tmp, "certs"))
+        etcd = self.start_etcd(certs=certs)
+        tls = ["--etcd-ca", certs["ca"], "--etcd-cert", certs["client_cert"], "--etcd-key", certs["client_key"]]
+        a = self.serve(etcd.endpoints, *tls)
+        self.assertEqual(a.client.machine_ids(), [0])
+        self.assertIn("pid=%d" % a.proc.pid, etcd.get("/zaptid/machines/0"))
+        self.assertEqual(a.stop(), 0, a.log())
+        # Without the client certificate etcd refuses the handshake.
+        r = self.zaptid(*self.serve_args(etcd.endpoints, "--etcd-ca", certs["ca"]))
+        self.assertFails(r, 1, "etcd lease grant failed on every endpoint")
+        r = self.zaptid(*self.serve_args(etcd.endpoints, "--etcd-ca", os.path.join(self.tmp, "missing.pem")))
+        self.assertFails(r, 2, "--etcd-ca: cannot read '")
+
+
 class HighWaterTest(ClusterTestCase):
 
     def test_starts_after_a_high_water_slightly_ahead_of_the_clock(self):
@@ -188,12 +205,36 @@ class FailureTest(ClusterTestCase):
         victim.kill()
         # Three TTLs: the lease must have been kept alive through the other members.
         for _ in eh.deadline_loop(3 * TTL, 0.05):
-            self.assertEqual(a.client.health(), eh.SERVING, a.log())
+            health = a.client.health()
+            self.assertEqual(health, eh.SERVING, "health %s:\n%s" % (health, a.log()))
         ids = collector.stop()
         self.assertEqual(collector.refused, 0, a.log())
         self.assertGreater(len(ids), 0)
         self.assertEqual(len(ids), len(set(ids)))
         self.assertIsNotNone(a.client.gen())
+
+    def test_etcd_leader_killed_serving_continues(self):
+        # A new leader is elected within a few election timeouts (1 s each) and extends every
+        # lease; a TTL of 5 s leaves 4 s before issuing would stop, so health never drops. Calls
+        # that need a new high-water record during the election wait for the new leader (and
+        # may miss their 0.5 s deadline): no ID past the durable record is ever handed out.
+        etcd = self.start_etcd(3)
+        status = etcd.ctl("endpoint", "status", "-w", "fields")
+        leader_id = [line.split(":")[1].strip() for line in status.splitlines() if '"Leader"' in line][0]
+        member_ids = [line.split(":")[1].strip() for line in status.splitlines() if '"MemberID"' in line]
+        leader = [n for n, m in zip(etcd.nodes, member_ids) if m == leader_id][0]
+        order = [leader] + [n for n in etcd.nodes if n is not leader]
+        a = self.serve(",".join(n.endpoint for n in order), ttl="5s")
+        collector = Collector([a])
+        leader.kill()
+        for _ in eh.deadline_loop(2 * 5.0, 0.05):
+            health = a.client.health()
+            self.assertEqual(health, eh.SERVING, "health %s:\n%s" % (health, a.log()))
+        before_stop = len(collector.ids)
+        self.assertEqual(len(a.client.batch(1000)), 1000)
+        ids = collector.stop()
+        self.assertGreater(before_stop, 0)
+        self.assertEqual(len(ids), len(set(ids)))
 
     def check_outage(self, stop_etcd, start_etcd):
         etcd = self.start_etcd()
