@@ -125,6 +125,13 @@ Status Session::claim(const std::vector<uint64_t>& prefer) {
   if (!grant) return grant.error();
   const int64_t lease = grant->id();
   ttl_ms_.store(grant->ttl() * 1000);
+  auto st = claim_under(lease, prefer);
+  // Whatever this lease claimed before failing is given back now rather than after the TTL.
+  if (!st) (void)client_->revoke(lease);
+  return st;
+}
+
+Status Session::claim_under(int64_t lease, const std::vector<uint64_t>& prefer) {
 
   const std::string machines = opt_.prefix + "machines/";
   RangeRequest held;
@@ -171,10 +178,7 @@ Status Session::claim(const std::vector<uint64_t>& prefer) {
     Claim c{id, std::nullopt};
     if (const auto* kv = found(*resp, 0); kv != nullptr) {
       auto hw = parse_high_water(kv->value(), highwater_key(opt_.prefix, id));
-      if (!hw) {
-        (void)client_->revoke(lease);
-        return hw.error();
-      }
+      if (!hw) return hw.error();
       c.start_after = *hw;
     }
     got.push_back(c);
@@ -189,7 +193,6 @@ Status Session::claim(const std::vector<uint64_t>& prefer) {
     if (id == opt_.range.last) break;
   }
   if (got.size() < opt_.count) {
-    (void)client_->revoke(lease);  // frees what we did claim; it would expire anyway
     std::string holders;
     for (const auto& [id, h] : taken) {
       if (id < opt_.range.first || id > opt_.range.last) continue;

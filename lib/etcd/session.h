@@ -92,6 +92,8 @@ class Session {
   explicit Session(SessionOptions options, std::unique_ptr<Client> client);
   /// Grants a lease and claims ids, preferring `prefer`; sets lease_, claims_, confirmed_until_.
   Status claim(const std::vector<uint64_t>& prefer);
+  /// The claiming part of claim(), under an already granted lease.
+  Status claim_under(int64_t lease, const std::vector<uint64_t>& prefer);
   void keep_alive_loop();
   void monitor_loop();
   /// Runs one keep-alive stream on endpoint `ep` until it fails, the lease is lost or stop.
