@@ -130,7 +130,7 @@ class Server:
 
 def _start_server(test, args, machine_id, listen, env, start_timeout):
     cmd = ["serve"]
-    for a in ([listen] if isinstance(listen, str) else listen):
+    for a in ([listen] if isinstance(listen, str) else listen):  # [] leaves --listen out
         cmd += ["--listen", a]
     if machine_id is not None:
         cmd += ["--machine-id", machine_id]
