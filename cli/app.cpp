@@ -3,6 +3,7 @@
 #include <csignal>
 #include <iostream>
 
+#include "cmd_bench.h"
 #include "cmd_compose.h"
 #include "cmd_decode.h"
 #include "cmd_gen.h"
@@ -36,6 +37,7 @@ int main(int argc, char** argv) {
   setup_version(app, action);
   setup_serve(app, action);
   setup_get(app, action);
+  setup_bench(app, action);
 
   try {
     app.parse(argc, argv);

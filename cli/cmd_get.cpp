@@ -63,7 +63,17 @@ class Getter {
   Getter(const GetOptions& opt, std::chrono::milliseconds timeout)
       : opt_(opt),
         timeout_(timeout),
-        stub_(idgen::IdGen::NewStub(take(client::make_channel(opt.channel), kExitUsage))) {}
+        stub_(idgen::IdGen::NewStub(channel(opt))) {}
+
+  // A name that does not resolve is an unreachable server; a malformed option is a usage error.
+  static std::shared_ptr<grpc::Channel> channel(const GetOptions& opt) {
+    auto ch = client::make_channel(opt.channel);
+    if (ch) return std::move(*ch);
+    if (ch.error().kind == ErrorKind::kUnavailable) {
+      throw Fatal(kExitServer, fmt::format("{}: {}", opt.channel.server, ch.message()));
+    }
+    throw Fatal(kExitUsage, ch.message());
+  }
 
   // The server's Info, or nullopt for a server without it (zaptidgen).
   std::optional<idgen::InfoResponse> info() {

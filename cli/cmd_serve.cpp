@@ -171,6 +171,10 @@ sigset_t block_stop_signals() {
 }  // namespace
 
 int run_serve(const ServeOptions& opt) {
+  // Before anything can start a thread (gRPC starts its own as soon as it is first touched): a
+  // SIGTERM that reached such a thread would kill the server without a clean stop. A signal that
+  // arrives while starting stays pending and stops the server right after it started.
+  const sigset_t stop_signals = block_stop_signals();
   const Layout layout = resolve_layout(opt.layout);
   const auto shutdown_timeout = duration_ms(opt.shutdown_timeout, "--shutdown-timeout");
   const auto max_clock_wait = duration_ms(opt.identity.max_clock_wait, "--max-clock-wait");
@@ -189,7 +193,6 @@ int run_serve(const ServeOptions& opt) {
   so.max_clock_wait = max_clock_wait;
   auto service = take(server::IdService::create(std::move(so)), kExitUsage);
 
-  const sigset_t stop_signals = block_stop_signals();
   server::route_grpc_logs(spdlog::level::debug);  // a failed bind is reported below, in one line
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

@@ -1,7 +1,5 @@
 #include "serve_etcd.h"
 
-#include <pthread.h>
-#include <signal.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -116,15 +114,6 @@ Lanes open_etcd_lanes(const ServeOptions& opt, const Layout& layout, Clock& cloc
   lo.layout = layout;
   lo.clock = &clock;
   lo.max_clock_wait = duration_ms(opt.identity.max_clock_wait, "--max-clock-wait");
-
-  // gRPC starts its threads with the first channel, and they inherit this thread's signal mask:
-  // block the stop signals now, as serve does before its own threads, so that only serve's
-  // sigwait() ever receives them.
-  sigset_t stop;
-  sigemptyset(&stop);
-  sigaddset(&stop, SIGINT);
-  sigaddset(&stop, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
 
   // A failed claim is reported below in one line; gRPC's own lines about it stay at debug.
   server::route_grpc_logs(spdlog::level::debug);

@@ -89,8 +89,8 @@ Result<std::string> target_for(const std::string& server) {
   if (server.find("://") != std::string::npos || server.rfind("ipv4:", 0) == 0 || server.rfind("ipv6:", 0) == 0) {
     return server;
   }
-  int family = AF_UNSPEC;
-  std::string addresses;
+  // Check every entry before resolving any, so a typo is a usage error, not a lookup failure.
+  std::vector<HostPort> entries;
   std::string_view rest = server;
   while (!rest.empty()) {
     const auto comma = rest.find(',');
@@ -99,15 +99,20 @@ Result<std::string> target_for(const std::string& server) {
     if (entry.empty()) continue;
     auto hp = split_host_port(entry);
     if (!hp) return hp.error();
-    auto addr = resolve(*hp);
+    entries.push_back(std::move(*hp));
+  }
+  int family = AF_UNSPEC;
+  std::string addresses;
+  for (const auto& hp : entries) {
+    auto addr = resolve(hp);
     if (!addr) return addr.error();
     if (family != AF_UNSPEC && family != addr->first) {
       return invalid(fmt::format("--server '{}' mixes IPv4 and IPv6 addresses; list one family", server));
     }
     family = addr->first;
     if (!addresses.empty()) addresses += ',';
-    addresses += family == AF_INET6 ? fmt::format("[{}]:{}", addr->second, hp->port)
-                                    : fmt::format("{}:{}", addr->second, hp->port);
+    addresses += family == AF_INET6 ? fmt::format("[{}]:{}", addr->second, hp.port)
+                                    : fmt::format("{}:{}", addr->second, hp.port);
   }
   if (addresses.empty()) return invalid("--server lists no address");
   return (family == AF_INET6 ? "ipv6:" : "ipv4:") + addresses;

@@ -88,6 +88,7 @@ Result<Block> Generator::reserve(uint64_t count) {
     }
     if (next_.compare_exchange_weak(cur, block.last() + 1, std::memory_order_relaxed)) break;
   }
+  block.ready = (block.last() >> seq_bits_) <= *now;
   if (opt_.reserver != nullptr && block.last() >= persisted_.load(std::memory_order_acquire)) {
     if (auto st = persist_through(block.last()); !st) return st.error();
   }
@@ -110,9 +111,10 @@ Nanos Generator::ready_at(const Block& block) const {
   return Nanos(epoch_ns_ + static_cast<int64_t>((block.last() >> seq_bits_) * unit_ns_));
 }
 
-bool Generator::is_ready(const Block& block) const { return opt_.clock->now() >= ready_at(block); }
+bool Generator::is_ready(const Block& block) const { return block.ready || opt_.clock->now() >= ready_at(block); }
 
 Status Generator::wait_ready(const Block& block) {
+  if (block.ready) return Ok{};
   const uint64_t ready_tick = block.last() >> seq_bits_;
   for (;;) {
     auto now = current_tick();

@@ -51,6 +51,9 @@ struct GeneratorOptions {
 struct Block {
   Cursor first = 0;
   uint64_t count = 0;
+  /// The clock had already reached the last cursor's tick when the block was reserved, so it
+  /// may be handed out without reading the clock again.
+  bool ready = false;
   Cursor last() const { return first + count - 1; }
 };
 
