@@ -1,31 +1,21 @@
 """Real etcd servers for tests: Debian's etcd binary on free loopback ports with private data
-folders, plus a small gRPC client for zaptid servers (Gen, GenBatch, Info, health) that needs no
-generated code.
+folders, plus a small gRPC client for zaptid servers (Gen, GenBatch, Info, health).
 
 Ports come from the kernel (bind port 0, read the port, close); each server is waited for by
 asking it (etcdctl endpoint health) until it answers or a deadline passes; cleanup kills it.
 """
 import os
-import queue
-import re
 import shutil
 import signal
-import socket
 import subprocess
-import threading
 import time
 
 import grpc
 
+from harness import batch_ids, batch_request, fields, free_port, packed_varints, raw_channel_call
+
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
-
-
-def free_port():
-    """A loopback TCP port the kernel just handed out (and we released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def deadline_loop(timeout, step=0.05):
@@ -190,168 +180,42 @@ class EtcdCluster:
             n.kill()
 
 
-# --- a zaptid server and a tiny client -------------------------------------------------------
-
-def _varint(buf, i):
-    shift = result = 0
-    while True:
-        b = buf[i]
-        i += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, i
-        shift += 7
-
-
-def decode_fields(buf):
-    """A protobuf message as {field: [values]}: varints as ints, length-delimited as bytes."""
-    out = {}
-    i = 0
-    while i < len(buf):
-        key, i = _varint(buf, i)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            v, i = _varint(buf, i)
-        elif wire == 2:
-            n, i = _varint(buf, i)
-            v, i = buf[i:i + n], i + n
-        elif wire == 1:
-            v, i = int.from_bytes(buf[i:i + 8], "little"), i + 8
-        elif wire == 5:
-            v, i = int.from_bytes(buf[i:i + 4], "little"), i + 4
-        else:
-            raise ValueError("wire type %d" % wire)
-        out.setdefault(field, []).append(v)
-    return out
-
-
-def packed(values):
-    """Unpacks packed varints (or passes plain varints through)."""
-    out = []
-    for v in values:
-        if isinstance(v, bytes):
-            i = 0
-            while i < len(v):
-                x, i = _varint(v, i)
-                out.append(x)
-        else:
-            out.append(v)
-    return out
-
-
-def _encode_varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
+# --- a tiny client for zaptid servers --------------------------------------------------------
 
 SERVING, NOT_SERVING = 1, 2
 
 
 class IdClient:
-    """Gen, GenBatch, Info and health of one zaptid server, over a plain gRPC channel."""
+    """Gen, GenBatch, Info and health of one zaptid server over a plain channel, with the
+    hand-encoded messages of harness.py."""
 
     def __init__(self, address):
         self.channel = grpc.insecure_channel(address)
-        ident = lambda b: b  # noqa: E731
-        self._gen = self.channel.unary_unary("/idgen.IdGen/Gen", request_serializer=ident, response_deserializer=ident)
-        self._batch = self.channel.unary_unary("/idgen.IdGen/GenBatch", request_serializer=ident,
-                                               response_deserializer=ident)
-        self._info = self.channel.unary_unary("/idgen.IdGen/Info", request_serializer=ident,
-                                              response_deserializer=ident)
-        self._health = self.channel.unary_unary("/grpc.health.v1.Health/Check", request_serializer=ident,
-                                                response_deserializer=ident)
+        self._gen = raw_channel_call(self.channel, "/idgen.IdGen/Gen")
+        self._batch = raw_channel_call(self.channel, "/idgen.IdGen/GenBatch")
+        self._info = raw_channel_call(self.channel, "/idgen.IdGen/Info")
+        self._health = raw_channel_call(self.channel, "/grpc.health.v1.Health/Check")
 
     def close(self):
         self.channel.close()
 
     def gen(self, timeout=2):
-        f = decode_fields(self._gen(b"", timeout=timeout))
-        return f.get(2, [0])[0]
+        return next(v for num, _, v in fields(self._gen(b"", timeout=timeout)) if num == 2)
 
     def batch(self, count, timeout=2):
-        f = decode_fields(self._batch(b"\x08" + _encode_varint(count), timeout=timeout))
-        return packed(f.get(1, []))
+        return batch_ids(self._batch(batch_request(count), timeout=timeout))
 
     def machine_ids(self, timeout=2):
-        return packed(decode_fields(self._info(b"", timeout=timeout)).get(9, []))
+        ids = []
+        for num, wt, v in fields(self._info(b"", timeout=timeout)):
+            if num == 9:
+                ids += packed_varints(v) if wt == 2 else [v]
+        return ids
 
     def health(self, timeout=2):
         """SERVING (1), NOT_SERVING (2), or None when the server cannot be asked."""
         try:
-            return decode_fields(self._health(b"", timeout=timeout)).get(1, [0])[0]
+            resp = self._health(b"", timeout=timeout)
         except grpc.RpcError:
             return None
-
-
-class ServerProcess:
-    """A running `zaptid serve`; its stderr is read by a thread so the log can be waited on."""
-
-    LISTEN_RE = re.compile(r"serving listen=(\S+)")
-
-    def __init__(self, proc):
-        self.proc = proc
-        self.lines = []
-        self._q = queue.Queue()
-        self._t = threading.Thread(target=self._read, daemon=True)
-        self._t.start()
-        self.address = None
-        self.client = None
-
-    def _read(self):
-        for line in self.proc.stderr:
-            self.lines.append(line)
-            self._q.put(line)
-        self._q.put(None)
-
-    def wait_line(self, pattern, timeout=20):
-        """The first log line (from now on, or already seen) matching `pattern`; None on exit/timeout."""
-        rx = re.compile(pattern)
-        for line in list(self.lines):
-            if rx.search(line):
-                return line
-        end = time.monotonic() + timeout
-        while True:
-            left = end - time.monotonic()
-            if left <= 0:
-                return None
-            try:
-                line = self._q.get(timeout=left)
-            except queue.Empty:
-                return None
-            if line is None:
-                return None
-            if rx.search(line):
-                return line
-
-    def wait_serving(self, timeout=20):
-        """Waits for the start-up line; returns True and sets address/client, or False if it exited."""
-        line = self.wait_line(self.LISTEN_RE.pattern, timeout)
-        if line is None:
-            return False
-        self.address = self.LISTEN_RE.search(line).group(1).split(",")[0]
-        self.client = IdClient(self.address)
-        return True
-
-    def log(self):
-        return "".join(self.lines)
-
-    def stop(self, sig=signal.SIGTERM, timeout=20):
-        """Sends `sig` and waits; returns the exit status."""
-        if self.client:
-            self.client.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait()
-        self._t.join(5)
-        return rc
+        return next((v for num, _, v in fields(resp) if num == 1), 0)

@@ -5,7 +5,8 @@ for a fixed time: tests poll the server's health or the log for a real event, wi
 Timing claims use --lease-ttl 2s, etcd's minimum.
 """
 import os
-import signal
+import re
+import subprocess
 import threading
 import time
 import unittest
@@ -13,7 +14,7 @@ import unittest
 import grpc
 
 import etcd_harness as eh
-from harness import ZaptidTestCase
+from harness import Server, ZaptidTestCase, free_port
 
 TTL = 2.0
 SONYFLAKE_EPOCH_MS = 1409529600000
@@ -45,15 +46,19 @@ class ClusterTestCase(ZaptidTestCase):
                 "--lease-ttl", ttl, "--machine-id-range", range_, *extra]
 
     def spawn(self, endpoints, *extra, **kw):
-        proc = self.popen(*self.serve_args(endpoints, *extra, **kw))
-        server = eh.ServerProcess(proc)
-        self.addCleanup(server.stop, signal.SIGKILL)
+        """Starts a leasing server without waiting for it; see attach()."""
+        return self.popen(*self.serve_args(endpoints, *extra, **kw), stdout=subprocess.DEVNULL)
+
+    def attach(self, proc):
+        """Waits for a spawned server's start-up line; returns the harness Server with .client."""
+        server = Server(proc, 30)
+        self.addCleanup(server.kill)
+        server.client = eh.IdClient(server.address)
+        self.addCleanup(server.client.close)
         return server
 
     def serve(self, endpoints, *extra, **kw):
-        server = self.spawn(endpoints, *extra, **kw)
-        self.assertTrue(server.wait_serving(), server.log())
-        return server
+        return self.attach(self.spawn(endpoints, *extra, **kw))
 
     def wait_health(self, server, want, timeout):
         """Polls health until it is `want`; returns the seconds it took, or fails the test."""
@@ -97,10 +102,9 @@ class ClaimTest(ClusterTestCase):
 
     def test_two_servers_race_for_two_ids_and_a_third_is_refused(self):
         etcd = self.start_etcd()
-        a = self.spawn(etcd.endpoints)
-        b = self.spawn(etcd.endpoints)
-        self.assertTrue(a.wait_serving(), a.log())
-        self.assertTrue(b.wait_serving(), b.log())
+        # Both start before either has claimed: they race for id 0.
+        procs = [self.spawn(etcd.endpoints), self.spawn(etcd.endpoints)]
+        a, b = [self.attach(p) for p in procs]
         ids_a, ids_b = a.client.machine_ids(), b.client.machine_ids()
         self.assertEqual(sorted(ids_a + ids_b), [0, 1])
         got_a, got_b = a.client.batch(100), b.client.batch(100)
@@ -150,7 +154,7 @@ class ClaimTest(ClusterTestCase):
         self.assertFails(r, 2, "--machine-id-range '5-2' must be A-B with 0 <= A <= B <= 65535")
         r = self.zaptid("serve", "--listen", "127.0.0.1:0", "--machine-id", "1", "--machine-id-range", "0-1")
         self.assertFails(r, 2, "--machine-id-range needs --machine-id-from etcd")
-        r = self.zaptid(*self.serve_args("127.0.0.1:%d" % eh.free_port()))
+        r = self.zaptid(*self.serve_args("127.0.0.1:%d" % free_port()))
         self.assertFails(r, 1, "etcd lease grant failed on every endpoint")
 
 
@@ -273,10 +277,9 @@ class FailureTest(ClusterTestCase):
         etcd = self.start_etcd()
         a = self.serve(etcd.endpoints, range_="4-5")
         before = a.client.batch(200)
-        lease = a.wait_line(r"lease ([0-9a-f]+)")
-        lease_id = lease.split("lease ")[1].split(",")[0].split(")")[0]
+        lease_id = re.search(r"\(lease ([0-9a-f]+),", a.wait_for(r"\(lease [0-9a-f]+,")).group(1)
         etcd.ctl("lease", "revoke", lease_id)
-        self.assertIsNotNone(a.wait_line(r"claimed machine id \d+ again under etcd lease", 10), a.log())
+        a.wait_for(r"claimed machine id \d+ again under etcd lease", 10)
         self.wait_health(a, eh.SERVING, 10)
         after = a.client.batch(200)
         self.assertEqual(len(set(before) | set(after)), 400)
