@@ -135,6 +135,9 @@ class EtcdCluster:
     """`size` etcd members on loopback, started together and waited for."""
 
     def __init__(self, root, size=1, timeout=30, certs=None):
+        for tool in (ETCD, ETCDCTL):
+            if not os.access(tool, os.X_OK):
+                raise RuntimeError("%s is missing: install the Debian packages etcd-server and etcd-client" % tool)
         self.nodes = [EtcdNode("node%d" % i, root, certs) for i in range(size)]
         initial = ",".join("%s=%s" % (n.name, n.peer_url) for n in self.nodes)
         try:
