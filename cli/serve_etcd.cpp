@@ -59,10 +59,9 @@ void check_etcd_options(const ServeOptions& opt) {
     if (opt.identity.machine_id) throw Fatal(kExitUsage, "--machine-id and --machine-id-from etcd exclude each other");
     return;
   }
-  for (const auto& [value, name] : {std::pair{e.endpoints, "--etcd-endpoints"},
-                                    std::pair{e.machine_id_range, "--machine-id-range"},
-                                    std::pair{e.ca, "--etcd-ca"}, std::pair{e.cert, "--etcd-cert"},
-                                    std::pair{e.key, "--etcd-key"}}) {
+  for (const auto& [value, name] :
+       {std::pair{e.endpoints, "--etcd-endpoints"}, std::pair{e.machine_id_range, "--machine-id-range"},
+        std::pair{e.ca, "--etcd-ca"}, std::pair{e.cert, "--etcd-cert"}, std::pair{e.key, "--etcd-key"}}) {
     if (!value.empty()) throw Fatal(kExitUsage, fmt::format("{} needs --machine-id-from etcd", name));
   }
 }
@@ -96,10 +95,10 @@ Lanes open_etcd_lanes(const ServeOptions& opt, const Layout& layout, Clock& cloc
   // tried and a reservation fails before issuing stops anyway.
   so.client.call_timeout = std::clamp(std::chrono::duration_cast<std::chrono::milliseconds>(so.ttl) / 4,
                                       std::chrono::milliseconds(250), std::chrono::milliseconds(2000));
-  so.range = e.machine_id_range.empty()
-                 ? etcd::IdRange{0, layout.max_machine()}
-                 : take(etcd::parse_id_range(e.machine_id_range, layout.max_machine(), "--machine-id-range"),
-                        kExitUsage);
+  so.range =
+      e.machine_id_range.empty()
+          ? etcd::IdRange{0, layout.max_machine()}
+          : take(etcd::parse_id_range(e.machine_id_range, layout.max_machine(), "--machine-id-range"), kExitUsage);
   if (so.range.size() < opt.lanes) {
     throw Fatal(kExitUsage, fmt::format("--lanes {} needs at least {} ids in --machine-id-range {}-{}", opt.lanes,
                                         opt.lanes, so.range.first, so.range.last));

@@ -83,7 +83,8 @@ TEST_CASE("etcd::check_high_water") {
   CHECK(check_high_water(layout, 1, at_now, now_ms, std::chrono::milliseconds(1000)).ok());
   const Cursor ahead = (now_tick + 50) << layout.bits_sequence;  // 500 ms ahead
   CHECK(check_high_water(layout, 1, ahead, now_ms, std::chrono::milliseconds(1000)).ok());
-  auto st = check_high_water(layout, 1, (now_tick + 500) << layout.bits_sequence, now_ms, std::chrono::milliseconds(1000));
+  auto st =
+      check_high_water(layout, 1, (now_tick + 500) << layout.bits_sequence, now_ms, std::chrono::milliseconds(1000));
   REQUIRE_FALSE(st.ok());
   CHECK(st.message() ==
         "machine id 1 was last used up to 2025-11-26T07:00:05.000Z, 5.000s ahead of this host's clock; refusing to "

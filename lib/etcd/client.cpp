@@ -117,7 +117,8 @@ Result<etcdserverpb::RangeResponse> Client::range(const etcdserverpb::RangeReque
 
 Result<etcdserverpb::TxnResponse> Client::txn(const etcdserverpb::TxnRequest& req) {
   etcdserverpb::TxnResponse resp;
-  auto st = with_failover("transaction", [&](size_t i, grpc::ClientContext& ctx) { return kv_[i]->Txn(&ctx, req, &resp); });
+  auto st =
+      with_failover("transaction", [&](size_t i, grpc::ClientContext& ctx) { return kv_[i]->Txn(&ctx, req, &resp); });
   if (!st) return st.error();
   return resp;
 }

@@ -65,8 +65,7 @@ class Client {
   explicit Client(ClientOptions options) : opt_(std::move(options)) {}
   /// Runs `call` on each endpoint in turn from the preferred one until one answers or fails
   /// with an error that another endpoint would not fix.
-  Status with_failover(std::string_view what,
-                       const std::function<grpc::Status(size_t, grpc::ClientContext&)>& call);
+  Status with_failover(std::string_view what, const std::function<grpc::Status(size_t, grpc::ClientContext&)>& call);
 
   ClientOptions opt_;
   std::vector<std::string> endpoints_;

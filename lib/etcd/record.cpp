@@ -49,7 +49,8 @@ std::string prefix_end(std::string_view prefix) {
 namespace {
 
 std::string clean(std::string s) {
-  std::replace_if(s.begin(), s.end(), [](char c) { return c == ' ' || c == '\n' || c == '\t' || c == '='; }, '_');
+  std::replace_if(
+      s.begin(), s.end(), [](char c) { return c == ' ' || c == '\n' || c == '\t' || c == '='; }, '_');
   return s;
 }
 

@@ -4,8 +4,8 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <map>
 #include <limits>
+#include <map>
 
 #include "core/parse.h"
 
@@ -99,9 +99,7 @@ int64_t Session::steady_ms() const {
 // but for clock-rate differences (ppm). The margin covers the monitor's tick (<= 100 ms), requests
 // already past the check, the process being descheduled and those clock rates; and with keep-alives
 // every TTL/3, two of them may fail before issuing stops, so one slow round trip does not flap.
-std::chrono::milliseconds Session::margin() const {
-  return std::max(std::chrono::milliseconds(500), ttl() / 5);
-}
+std::chrono::milliseconds Session::margin() const { return std::max(std::chrono::milliseconds(500), ttl() / 5); }
 
 bool Session::confirmed() const { return steady_ms() < confirmed_until_.load() - margin().count(); }
 
@@ -132,7 +130,6 @@ Status Session::claim(const std::vector<uint64_t>& prefer) {
 }
 
 Status Session::claim_under(int64_t lease, const std::vector<uint64_t>& prefer) {
-
   const std::string machines = opt_.prefix + "machines/";
   RangeRequest held;
   held.set_key(machines);
@@ -141,7 +138,8 @@ Status Session::claim_under(int64_t lease, const std::vector<uint64_t>& prefer) 
   if (!current) return current.error();
   std::map<uint64_t, Holder> taken;
   for (const auto& kv : current->kvs()) {
-    auto id = parse_unsigned(std::string_view(kv.key()).substr(machines.size()), std::numeric_limits<uint64_t>::max(), "key");
+    auto id =
+        parse_unsigned(std::string_view(kv.key()).substr(machines.size()), std::numeric_limits<uint64_t>::max(), "key");
     if (!id) continue;
     auto h = parse_holder(kv.value());
     taken[*id] = h ? *h : Holder{};
