@@ -144,6 +144,17 @@ class ClaimTest(ClusterTestCase):
         c = self.zaptid(*self.serve_args(etcd.endpoints, range_="10-14"))
         self.assertFails(c, 1, "no free machine id in 10-14")
 
+    def test_environment_twins(self):
+        etcd = self.start_etcd()
+        env = {"ZAPTID_MACHINE_ID_FROM": "etcd", "ZAPTID_ETCD_ENDPOINTS": etcd.endpoints,
+               "ZAPTID_ETCD_PREFIX": "/team-a/ids", "ZAPTID_LEASE_TTL": "3s", "ZAPTID_MACHINE_ID_RANGE": "40-41",
+               "ZAPTID_LANES": "2"}
+        proc = self.popen("serve", "--listen", "127.0.0.1:0", env=env, stdout=subprocess.DEVNULL)
+        a = self.attach(proc)
+        self.assertEqual(sorted(a.client.machine_ids()), [40, 41])
+        self.assertIn("TTL 3s", a.wait_for(r"claimed machine id"))
+        self.assertIn("pid=%d" % proc.pid, etcd.get("/team-a/ids/machines/41"))
+
     def test_options_are_checked(self):
         etcd = self.start_etcd()
         r = self.zaptid(*self.serve_args(etcd.endpoints, ttl="1s"))
