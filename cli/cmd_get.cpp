@@ -119,7 +119,16 @@ class Getter {
  private:
   void set_deadline(grpc::ClientContext& ctx) const { ctx.set_deadline(std::chrono::system_clock::now() + timeout_); }
   void check(const grpc::Status& st) const {
-    if (!st.ok()) fail(client::describe(st, timeout_));
+    if (st.ok()) return;
+    std::string reason = client::describe(st, timeout_);
+    // A TLS server hangs up on a plaintext client (or one without the certificate it requires)
+    // before saying anything; the bare "Socket closed" does not tell the user what to try.
+    if (st.error_code() == grpc::StatusCode::UNAVAILABLE && st.error_message().find("Socket closed") != std::string::npos) {
+      const bool tls = opt_.channel.tls || !opt_.channel.tls_ca.empty() || !opt_.channel.tls_server_name.empty();
+      reason += tls ? (opt_.channel.tls_cert.empty() ? "; does the server require a client certificate (--tls-cert)?" : "")
+                    : "; does the server use TLS (--tls-ca or --tls)?";
+    }
+    fail(reason);
   }
 
   const GetOptions& opt_;

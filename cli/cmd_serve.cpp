@@ -214,8 +214,10 @@ int run_serve(const ServeOptions& opt) {
   service->attach_health(server->GetHealthCheckService());
 
   const auto ids = service->machine_ids();
+  // logfmt: a value with spaces is quoted, so every key=value stays machine-readable.
+  const std::string source = lanes.source.find(' ') == std::string::npos ? lanes.source : '"' + lanes.source + '"';
   spdlog::info("zaptid {} serving listen={} {} machine-id={} source={} lanes={} max-batch={} tls={}", kVersion,
-               fmt::join(bound, ","), describe_layout(layout), fmt::join(ids, ","), lanes.source, ids.size(),
+               fmt::join(bound, ","), describe_layout(layout), fmt::join(ids, ","), source, ids.size(),
                service->max_batch(),
                opt.tls_cert.empty() ? "off" : (opt.tls_client_ca.empty() ? "on" : "mutual"));
 
