@@ -50,8 +50,9 @@ void setup_get(CLI::App& app, Action& action) {
       ->envname("ZAPTID_TIMEOUT")
       ->capture_default_str();
   add_client_options(*sub, opt->channel);
-  sub->footer("Example: zaptid get --server localhost:8888 --count 3\n"
-              "         zaptid get --server 10.0.0.1:8888,10.0.0.2:8888 --count 100000 > ids.txt");
+  sub->footer(
+      "Example: zaptid get --server localhost:8888 --count 3\n"
+      "         zaptid get --server 10.0.0.1:8888,10.0.0.2:8888 --count 100000 > ids.txt");
   sub->callback([opt, &action] { action = [opt] { return run_get(*opt); }; });
 }
 
@@ -61,9 +62,7 @@ namespace {
 class Getter {
  public:
   Getter(const GetOptions& opt, std::chrono::milliseconds timeout)
-      : opt_(opt),
-        timeout_(timeout),
-        stub_(idgen::IdGen::NewStub(channel(opt))) {}
+      : opt_(opt), timeout_(timeout), stub_(idgen::IdGen::NewStub(channel(opt))) {}
 
   // A name that does not resolve is an unreachable server; a malformed option is a usage error.
   static std::shared_ptr<grpc::Channel> channel(const GetOptions& opt) {
@@ -123,10 +122,12 @@ class Getter {
     std::string reason = client::describe(st, timeout_);
     // A TLS server hangs up on a plaintext client (or one without the certificate it requires)
     // before saying anything; the bare "Socket closed" does not tell the user what to try.
-    if (st.error_code() == grpc::StatusCode::UNAVAILABLE && st.error_message().find("Socket closed") != std::string::npos) {
+    if (st.error_code() == grpc::StatusCode::UNAVAILABLE &&
+        st.error_message().find("Socket closed") != std::string::npos) {
       const bool tls = opt_.channel.tls || !opt_.channel.tls_ca.empty() || !opt_.channel.tls_server_name.empty();
-      reason += tls ? (opt_.channel.tls_cert.empty() ? "; does the server require a client certificate (--tls-cert)?" : "")
-                    : "; does the server use TLS (--tls-ca or --tls)?";
+      reason +=
+          tls ? (opt_.channel.tls_cert.empty() ? "; does the server require a client certificate (--tls-cert)?" : "")
+              : "; does the server use TLS (--tls-ca or --tls)?";
     }
     fail(reason);
   }
