@@ -76,10 +76,8 @@ class Getter {
 
   // The server's Info, or nullopt for a server without it (zaptidgen).
   std::optional<idgen::InfoResponse> info() {
-    grpc::ClientContext ctx;
-    set_deadline(ctx);
     idgen::InfoResponse resp;
-    const auto st = stub_->Info(&ctx, idgen::InfoRequest{}, &resp);
+    const auto st = call([&](grpc::ClientContext& ctx) { return stub_->Info(&ctx, idgen::InfoRequest{}, &resp); });
     if (st.error_code() == grpc::StatusCode::UNIMPLEMENTED) return std::nullopt;
     check(st);
     return resp;
@@ -87,12 +85,10 @@ class Getter {
 
   // A batch of `n` IDs, or nullopt when the server has no GenBatch (zaptidgen).
   std::optional<idgen::BatchResponse> batch(uint32_t n) {
-    grpc::ClientContext ctx;
-    set_deadline(ctx);
     idgen::BatchRequest req;
     req.set_count(n);
     idgen::BatchResponse resp;
-    const auto st = stub_->GenBatch(&ctx, req, &resp);
+    const auto st = call([&](grpc::ClientContext& ctx) { return stub_->GenBatch(&ctx, req, &resp); });
     if (st.error_code() == grpc::StatusCode::UNIMPLEMENTED) return std::nullopt;
     check(st);
     if (resp.ids_size() != static_cast<int>(n)) {
@@ -102,10 +98,8 @@ class Getter {
   }
 
   uint64_t one() {
-    grpc::ClientContext ctx;
-    set_deadline(ctx);
     idgen::IdResponse resp;
-    check(stub_->Gen(&ctx, idgen::IdRequest{}, &resp));
+    check(call([&](grpc::ClientContext& ctx) { return stub_->Gen(&ctx, idgen::IdRequest{}, &resp); }));
     // zaptidgen signals some failures in-band; zaptid never does.
     if (resp.error() || resp.id() == 0) fail("the server answered with an error instead of an ID");
     return resp.id();
@@ -116,7 +110,11 @@ class Getter {
   }
 
  private:
-  void set_deadline(grpc::ClientContext& ctx) const { ctx.set_deadline(std::chrono::system_clock::now() + timeout_); }
+  // One logical call: --timeout bounds it, retries on UNAVAILABLE included.
+  template <typename Attempt>
+  grpc::Status call(Attempt&& attempt) const {
+    return client::call_with_retries(std::chrono::system_clock::now() + timeout_, std::forward<Attempt>(attempt));
+  }
   void check(const grpc::Status& st) const {
     if (st.ok()) return;
     std::string reason = client::describe(st, timeout_);
