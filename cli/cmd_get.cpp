@@ -24,10 +24,13 @@ void add_client_options(CLI::App& app, client::ChannelOptions& opt) {
   app.add_option("--tls-ca", opt.tls_ca, "Use TLS, trusting only this PEM CA certificate")
       ->envname("ZAPTID_TLS_CA")
       ->group("TLS");
+  // Not ZAPTID_TLS_CERT/KEY: those are the server's own certificate on a host that runs both.
   app.add_option("--tls-cert", opt.tls_cert, "Mutual TLS: this PEM client certificate (needs --tls-key)")
-      ->envname("ZAPTID_TLS_CERT")
+      ->envname("ZAPTID_TLS_CLIENT_CERT")
       ->group("TLS");
-  app.add_option("--tls-key", opt.tls_key, "PEM private key of --tls-cert")->envname("ZAPTID_TLS_KEY")->group("TLS");
+  app.add_option("--tls-key", opt.tls_key, "PEM private key of --tls-cert")
+      ->envname("ZAPTID_TLS_CLIENT_KEY")
+      ->group("TLS");
   app.add_option("--tls-server-name", opt.tls_server_name,
                  "Name to check the server's certificate against, instead of the host in --server")
       ->envname("ZAPTID_TLS_SERVER_NAME")
@@ -39,7 +42,6 @@ void setup_get(CLI::App& app, Action& action) {
   auto* sub = app.add_subcommand("get", "Get IDs from a zaptid (or zaptidgen) server");
   sub->add_option("-n,--count", opt->count,
                   "How many IDs to print, one per line; fetched in batches within the server's limit")
-      ->envname("ZAPTID_COUNT")
       ->check(CLI::Range(uint64_t{1}, UINT64_MAX))
       ->capture_default_str();
   add_id_format_option(*sub, opt->format);

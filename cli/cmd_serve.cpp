@@ -189,6 +189,7 @@ int run_serve(const ServeOptions& opt) {
   so.max_batch = opt.max_batch;
   so.max_clock_wait = max_clock_wait;
   auto service = take(server::IdService::create(std::move(so)), kExitUsage);
+  if (lanes.on_service) lanes.on_service(*service);
 
   server::route_grpc_logs(spdlog::level::debug);  // a failed bind is reported below, in one line
   grpc::EnableDefaultHealthCheckService(true);

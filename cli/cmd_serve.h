@@ -8,6 +8,10 @@
 
 #include "common.h"
 
+namespace zaptid::server {
+class IdService;
+}
+
 namespace zaptid::cli {
 
 struct ServeOptions {
@@ -31,6 +35,9 @@ struct Lanes {
   std::string source;  ///< where the machine ids came from, for the start-up line
   /// Records exactly what each lane issued and releases its claim; throws Fatal on failure.
   std::function<void()> release;
+  /// Optional: called once with the service, before it serves. A leased source keeps it to call
+  /// set_unavailable() / set_available() / replace_lane() as its leases come and go.
+  std::function<void(server::IdService&)> on_service;
 };
 
 /// The one place that decides which machine ids a server holds: today static ids (one, or a

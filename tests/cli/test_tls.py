@@ -81,6 +81,19 @@ class TlsTest(ZaptidTestCase):
         r = self.zaptid("get", env={"ZAPTID_SERVER": s.address, "ZAPTID_TLS_CA": self.path("ca.pem")})
         self.assertGot(r, 13)
 
+    def test_mutual_tls_from_the_environment(self):
+        s = self.start_server(machine_id=14, env={"ZAPTID_TLS_CERT": self.path("server.pem"),
+                                                  "ZAPTID_TLS_KEY": self.path("server.key"),
+                                                  "ZAPTID_TLS_CLIENT_CA": self.path("ca.pem")})
+        self.assertIn(" tls=mutual", s.start_line)
+        # The client's own certificate has its own variables, so one shell can hold both.
+        r = self.zaptid("get", env={"ZAPTID_SERVER": s.address, "ZAPTID_TLS_CA": self.path("ca.pem"),
+                                    "ZAPTID_TLS_CLIENT_CERT": self.path("client.pem"),
+                                    "ZAPTID_TLS_CLIENT_KEY": self.path("client.key"),
+                                    "ZAPTID_TLS_CERT": self.path("server.pem"),
+                                    "ZAPTID_TLS_KEY": self.path("server.key")})
+        self.assertGot(r, 14)
+
     def test_bad_certificate_files(self):
         self.assertFails(self.zaptid("serve", "--machine-id", 1, "--tls-cert", self.path("missing.pem"),
                                      "--tls-key", self.path("server.key")), 2,
