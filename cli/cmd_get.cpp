@@ -48,7 +48,8 @@ void setup_get(CLI::App& app, Action& action) {
   sub->add_flag("--decode", opt->decode,
                 "Print each ID's time, sequence and machine id, decoded with the server's layout "
                 "(--format json for JSON)");
-  sub->add_option("--timeout", opt->timeout, "Deadline of each call to the server")
+  sub->add_option("--timeout", opt->timeout,
+                  "Deadline of each call to the server, retries of a call refused as UNAVAILABLE included")
       ->envname("ZAPTID_TIMEOUT")
       ->capture_default_str();
   add_client_options(*sub, opt->channel);
