@@ -153,6 +153,7 @@ Layout layout_from(const idgen::InfoResponse& info) {
 }  // namespace
 
 int run_get(const GetOptions& opt) {
+  client::use_native_dns_resolver();
   const auto timeout = duration_ms(opt.timeout, "--timeout");
   if (timeout.count() <= 0) throw Fatal(kExitUsage, "--timeout must be at least 1ms");
   // gRPC's own error lines (a refused handshake, …) would break the one-line error rule.
