@@ -172,7 +172,7 @@ void IdService::issue(grpc::CallbackServerContext* ctx, grpc::ServerUnaryReactor
   // ready before its deadline rather than reserve IDs nobody will receive and push every later
   // caller further back; UNAVAILABLE lets a balanced client try another server.
   const auto to_deadline = std::chrono::duration_cast<Nanos>(ctx->deadline() - std::chrono::system_clock::now());
-  const Nanos max_wait = std::min<Nanos>(opt_.max_queue_wait, to_deadline);
+  const Nanos max_wait = std::clamp<Nanos>(to_deadline, Nanos(0), opt_.max_queue_wait);
   if (auto last = gen->last_reserved()) {
     const Block probe{*last + 1, count};
     const Nanos wait = gen->ready_at(probe) - now;
