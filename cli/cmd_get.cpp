@@ -24,10 +24,13 @@ void add_client_options(CLI::App& app, client::ChannelOptions& opt) {
   app.add_option("--tls-ca", opt.tls_ca, "Use TLS, trusting only this PEM CA certificate")
       ->envname("ZAPTID_TLS_CA")
       ->group("TLS");
+  // Not ZAPTID_TLS_CERT/KEY: those are the server's own certificate on a host that runs both.
   app.add_option("--tls-cert", opt.tls_cert, "Mutual TLS: this PEM client certificate (needs --tls-key)")
-      ->envname("ZAPTID_TLS_CERT")
+      ->envname("ZAPTID_TLS_CLIENT_CERT")
       ->group("TLS");
-  app.add_option("--tls-key", opt.tls_key, "PEM private key of --tls-cert")->envname("ZAPTID_TLS_KEY")->group("TLS");
+  app.add_option("--tls-key", opt.tls_key, "PEM private key of --tls-cert")
+      ->envname("ZAPTID_TLS_CLIENT_KEY")
+      ->group("TLS");
   app.add_option("--tls-server-name", opt.tls_server_name,
                  "Name to check the server's certificate against, instead of the host in --server")
       ->envname("ZAPTID_TLS_SERVER_NAME")
@@ -39,19 +42,20 @@ void setup_get(CLI::App& app, Action& action) {
   auto* sub = app.add_subcommand("get", "Get IDs from a zaptid (or zaptidgen) server");
   sub->add_option("-n,--count", opt->count,
                   "How many IDs to print, one per line; fetched in batches within the server's limit")
-      ->envname("ZAPTID_COUNT")
       ->check(CLI::Range(uint64_t{1}, UINT64_MAX))
       ->capture_default_str();
   add_id_format_option(*sub, opt->format);
   sub->add_flag("--decode", opt->decode,
                 "Print each ID's time, sequence and machine id, decoded with the server's layout "
                 "(--format json for JSON)");
-  sub->add_option("--timeout", opt->timeout, "Deadline of each call to the server")
+  sub->add_option("--timeout", opt->timeout,
+                  "Deadline of each call to the server, retries of a call refused as UNAVAILABLE included")
       ->envname("ZAPTID_TIMEOUT")
       ->capture_default_str();
   add_client_options(*sub, opt->channel);
-  sub->footer("Example: zaptid get --server localhost:8888 --count 3\n"
-              "         zaptid get --server 10.0.0.1:8888,10.0.0.2:8888 --count 100000 > ids.txt");
+  sub->footer(
+      "Example: zaptid get --server localhost:8888 --count 3\n"
+      "         zaptid get --server 10.0.0.1:8888,10.0.0.2:8888 --count 100000 > ids.txt");
   sub->callback([opt, &action] { action = [opt] { return run_get(*opt); }; });
 }
 
@@ -61,9 +65,7 @@ namespace {
 class Getter {
  public:
   Getter(const GetOptions& opt, std::chrono::milliseconds timeout)
-      : opt_(opt),
-        timeout_(timeout),
-        stub_(idgen::IdGen::NewStub(channel(opt))) {}
+      : opt_(opt), timeout_(timeout), stub_(idgen::IdGen::NewStub(channel(opt))) {}
 
   // A name that does not resolve is an unreachable server; a malformed option is a usage error.
   static std::shared_ptr<grpc::Channel> channel(const GetOptions& opt) {
@@ -77,10 +79,8 @@ class Getter {
 
   // The server's Info, or nullopt for a server without it (zaptidgen).
   std::optional<idgen::InfoResponse> info() {
-    grpc::ClientContext ctx;
-    set_deadline(ctx);
     idgen::InfoResponse resp;
-    const auto st = stub_->Info(&ctx, idgen::InfoRequest{}, &resp);
+    const auto st = call([&](grpc::ClientContext& ctx) { return stub_->Info(&ctx, idgen::InfoRequest{}, &resp); });
     if (st.error_code() == grpc::StatusCode::UNIMPLEMENTED) return std::nullopt;
     check(st);
     return resp;
@@ -88,12 +88,10 @@ class Getter {
 
   // A batch of `n` IDs, or nullopt when the server has no GenBatch (zaptidgen).
   std::optional<idgen::BatchResponse> batch(uint32_t n) {
-    grpc::ClientContext ctx;
-    set_deadline(ctx);
     idgen::BatchRequest req;
     req.set_count(n);
     idgen::BatchResponse resp;
-    const auto st = stub_->GenBatch(&ctx, req, &resp);
+    const auto st = call([&](grpc::ClientContext& ctx) { return stub_->GenBatch(&ctx, req, &resp); });
     if (st.error_code() == grpc::StatusCode::UNIMPLEMENTED) return std::nullopt;
     check(st);
     if (resp.ids_size() != static_cast<int>(n)) {
@@ -103,10 +101,8 @@ class Getter {
   }
 
   uint64_t one() {
-    grpc::ClientContext ctx;
-    set_deadline(ctx);
     idgen::IdResponse resp;
-    check(stub_->Gen(&ctx, idgen::IdRequest{}, &resp));
+    check(call([&](grpc::ClientContext& ctx) { return stub_->Gen(&ctx, idgen::IdRequest{}, &resp); }));
     // zaptidgen signals some failures in-band; zaptid never does.
     if (resp.error() || resp.id() == 0) fail("the server answered with an error instead of an ID");
     return resp.id();
@@ -117,9 +113,24 @@ class Getter {
   }
 
  private:
-  void set_deadline(grpc::ClientContext& ctx) const { ctx.set_deadline(std::chrono::system_clock::now() + timeout_); }
+  // One logical call: --timeout bounds it, retries on UNAVAILABLE included.
+  template <typename Attempt>
+  grpc::Status call(Attempt&& attempt) const {
+    return client::call_with_retries(std::chrono::system_clock::now() + timeout_, std::forward<Attempt>(attempt));
+  }
   void check(const grpc::Status& st) const {
-    if (!st.ok()) fail(client::describe(st, timeout_));
+    if (st.ok()) return;
+    std::string reason = client::describe(st, timeout_);
+    // A TLS server hangs up on a plaintext client (or one without the certificate it requires)
+    // before saying anything; the bare "Socket closed" does not tell the user what to try.
+    if (st.error_code() == grpc::StatusCode::UNAVAILABLE &&
+        st.error_message().find("Socket closed") != std::string::npos) {
+      const bool tls = opt_.channel.tls || !opt_.channel.tls_ca.empty() || !opt_.channel.tls_server_name.empty();
+      reason +=
+          tls ? (opt_.channel.tls_cert.empty() ? "; does the server require a client certificate (--tls-cert)?" : "")
+              : "; does the server use TLS (--tls-ca or --tls)?";
+    }
+    fail(reason);
   }
 
   const GetOptions& opt_;
@@ -142,6 +153,7 @@ Layout layout_from(const idgen::InfoResponse& info) {
 }  // namespace
 
 int run_get(const GetOptions& opt) {
+  client::use_native_dns_resolver();
   const auto timeout = duration_ms(opt.timeout, "--timeout");
   if (timeout.count() <= 0) throw Fatal(kExitUsage, "--timeout must be at least 1ms");
   // gRPC's own error lines (a refused handshake, …) would break the one-line error rule.

@@ -1,13 +1,12 @@
 #include "cmd_serve.h"
 
-#include <pthread.h>
-#include <signal.h>
-
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <pthread.h>
+#include <signal.h>
 #include <spdlog/spdlog.h>
 
 #include "client/channel.h"
@@ -104,7 +103,8 @@ Lanes open_lanes(const ServeOptions& opt, const Layout& layout, Clock& clock) {
   const auto reserve_ahead = std::chrono::milliseconds(500);
   const auto range = machine_id_range(opt, layout);
   if (opt.lanes > 1 && (!range || range->last - range->first + 1 < opt.lanes)) {
-    throw Fatal(kExitUsage, fmt::format("--lanes {} needs --machine-id A-B with at least {} ids", opt.lanes, opt.lanes));
+    throw Fatal(kExitUsage,
+                fmt::format("--lanes {} needs --machine-id A-B with at least {} ids", opt.lanes, opt.lanes));
   }
   auto issuers = std::make_shared<std::vector<LocalIssuer>>();
   Lanes lanes;
@@ -192,6 +192,7 @@ int run_serve(const ServeOptions& opt) {
   so.max_batch = opt.max_batch;
   so.max_clock_wait = max_clock_wait;
   auto service = take(server::IdService::create(std::move(so)), kExitUsage);
+  if (lanes.on_service) lanes.on_service(*service);
 
   server::route_grpc_logs(spdlog::level::debug);  // a failed bind is reported below, in one line
   grpc::EnableDefaultHealthCheckService(true);
@@ -215,13 +216,13 @@ int run_serve(const ServeOptions& opt) {
   }
   server::route_grpc_logs(spdlog::level::warn);
   service->attach_health(server->GetHealthCheckService());
-  if (lanes.attach) lanes.attach(*service);
 
   const auto ids = service->machine_ids();
+  // logfmt: a value with spaces is quoted, so every key=value stays machine-readable.
+  const std::string source = lanes.source.find(' ') == std::string::npos ? lanes.source : '"' + lanes.source + '"';
   spdlog::info("zaptid {} serving listen={} {} machine-id={} source={} lanes={} max-batch={} tls={}", kVersion,
-               fmt::join(bound, ","), describe_layout(layout), fmt::join(ids, ","), lanes.source, ids.size(),
-               service->max_batch(),
-               opt.tls_cert.empty() ? "off" : (opt.tls_client_ca.empty() ? "on" : "mutual"));
+               fmt::join(bound, ","), describe_layout(layout), fmt::join(ids, ","), source, ids.size(),
+               service->max_batch(), opt.tls_cert.empty() ? "off" : (opt.tls_client_ca.empty() ? "on" : "mutual"));
 
   int signal = 0;
   sigwait(&stop_signals, &signal);

@@ -37,8 +37,9 @@ struct Lanes {
   std::string source;  ///< where the machine ids came from, for the start-up line
   /// Records exactly what each lane issued and releases its claim; throws Fatal on failure.
   std::function<void()> release;
-  /// If set, called once the service runs: a leased source reports through it from then on.
-  std::function<void(server::IdService&)> attach;
+  /// Optional: called once with the service, before it serves. A leased source keeps it to call
+  /// set_unavailable() / set_available() / replace_lane() as its leases come and go.
+  std::function<void(server::IdService&)> on_service;
 };
 
 /// The one place that decides which machine ids a server holds: today static ids (one, or a

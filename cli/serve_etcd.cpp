@@ -126,7 +126,7 @@ Lanes open_etcd_lanes(const ServeOptions& opt, const Layout& layout, Clock& cloc
   Lanes lanes;
   lanes.generators = leased->generators();
   lanes.source = "etcd";
-  lanes.attach = [leased](server::IdService& service) {
+  lanes.on_service = [leased](server::IdService& service) {
     etcd::LaneHooks hooks;
     hooks.set_unavailable = [&service](const std::string& reason) { service.set_unavailable(reason); };
     hooks.set_available = [&service] { service.set_available(); };

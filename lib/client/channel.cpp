@@ -9,6 +9,7 @@
 #include <grpcpp/support/channel_arguments.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -81,6 +82,8 @@ Result<std::pair<int, std::string>> resolve(const HostPort& hp) {
 }
 
 }  // namespace
+
+void use_native_dns_resolver() { ::setenv("GRPC_DNS_RESOLVER", "native", 0); }
 
 Result<std::string> target_for(const std::string& server) {
   if (trim(server).empty()) return invalid("--server is empty");

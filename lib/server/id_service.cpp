@@ -15,9 +15,7 @@ namespace {
 
 constexpr const char* kServiceName = "idgen.IdGen";
 
-grpc::Status unavailable_status(std::string message) {
-  return {grpc::StatusCode::UNAVAILABLE, std::move(message)};
-}
+grpc::Status unavailable_status(std::string message) { return {grpc::StatusCode::UNAVAILABLE, std::move(message)}; }
 
 }  // namespace
 
@@ -103,7 +101,8 @@ void IdService::publish_health() {
 
 Status IdService::replace_lane(size_t index, std::shared_ptr<Generator> generator) {
   if (index >= lanes_.size()) return invalid(fmt::format("no lane {}", index));
-  if (!generator || generator->layout().key() != layout_.key()) return invalid("a lane needs a generator of the layout");
+  if (!generator || generator->layout().key() != layout_.key())
+    return invalid("a lane needs a generator of the layout");
   std::lock_guard lock(mu_);
   lanes_[index].store(generator.get(), std::memory_order_release);
   keep_.push_back(std::move(generator));
@@ -173,7 +172,7 @@ void IdService::issue(grpc::CallbackServerContext* ctx, grpc::ServerUnaryReactor
   // ready before its deadline rather than reserve IDs nobody will receive and push every later
   // caller further back; UNAVAILABLE lets a balanced client try another server.
   const auto to_deadline = std::chrono::duration_cast<Nanos>(ctx->deadline() - std::chrono::system_clock::now());
-  const Nanos max_wait = std::min<Nanos>(opt_.max_queue_wait, to_deadline);
+  const Nanos max_wait = std::clamp<Nanos>(to_deadline, Nanos(0), opt_.max_queue_wait);
   if (auto last = gen->last_reserved()) {
     const Block probe{*last + 1, count};
     const Nanos wait = gen->ready_at(probe) - now;
@@ -216,15 +215,14 @@ void IdService::finish(Pending& p, Outcome outcome) {
     p.reactor->Finish(unavailable_status("the server is shutting down"));
     return;
   }
-  if (outcome == Outcome::kReady && !p.generator->is_ready(p.block) &&
-      std::chrono::steady_clock::now() < p.give_up) {
+  if (outcome == Outcome::kReady && !p.generator->is_ready(p.block) && std::chrono::steady_clock::now() < p.give_up) {
     waiter_.add(p);  // the clock stepped back a little between the waiter's look and ours
     return;
   }
   if (outcome == Outcome::kGaveUp || !p.generator->is_ready(p.block)) {
-    p.reactor->Finish(unavailable_status(
-        fmt::format("the clock stepped back more than {} while the call waited for its IDs",
-                    format_duration_ms(opt_.max_clock_wait.count()))));
+    p.reactor->Finish(
+        unavailable_status(fmt::format("the clock stepped back more than {} while the call waited for its IDs",
+                                       format_duration_ms(opt_.max_clock_wait.count()))));
     return;
   }
   if (p.batch) {

@@ -128,13 +128,20 @@ class Server:
         return "\n".join(l for l in self.lines if l)
 
 
+def _die_with_parent():
+    # A test runner killed outright (timeout, ^C) must not leave servers holding locks and ports.
+    import ctypes
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def _start_server(test, args, machine_id, listen, env, start_timeout):
     cmd = ["serve"]
     for a in ([listen] if isinstance(listen, str) else listen):  # [] leaves --listen out
         cmd += ["--listen", a]
     if machine_id is not None:
         cmd += ["--machine-id", machine_id]
-    proc = test.popen(*cmd, *args, env=env, stdout=subprocess.DEVNULL)
+    proc = test.popen(*cmd, *args, env=env, stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent)
     try:
         server = Server(proc, start_timeout)
     except AssertionError:

@@ -101,6 +101,32 @@ class GetTest(ZaptidTestCase):
             self.assertEqual(r.returncode, 0, r.stderr)
             self.assertEqual({int(x) & 0xFFFF for x in r.stdout.split()}, {1})
 
+    def test_unavailable_is_retried_on_another_server(self):
+        # A server that refuses every call with UNAVAILABLE (as zaptid does while its lease is
+        # unconfirmed), listed next to a healthy one: every call lands on the healthy one.
+        refused = []
+
+        def refuse(request, context):
+            refused.append(1)
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the machine-id lease is not confirmed")
+
+        handler = grpc.method_handlers_generic_handler("idgen.IdGen", {
+            m: grpc.unary_unary_rpc_method_handler(refuse, request_deserializer=None, response_serializer=None)
+            for m in ("Gen", "GenBatch", "Info")})
+        sick = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=[handler])
+        sick_port = sick.add_insecure_port("127.0.0.1:0")
+        sick.start()
+        self.addCleanup(lambda: sick.stop(None).wait())
+        a = self.start_server("--max-batch", 10, machine_id=1)
+        for _ in range(5):
+            r = self.zaptid("get", "--server", f"127.0.0.1:{sick_port},127.0.0.1:{a.port}", "-n", 50)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual({int(x) & 0xFFFF for x in r.stdout.split()}, {1})
+        self.assertGreater(len(refused), 0)  # the sick server was asked, and its refusals retried
+        # Alone, it gives its reason.
+        r = self.zaptid("get", "--server", f"127.0.0.1:{sick_port}")
+        self.assertFails(r, 4, f"zaptid: 127.0.0.1:{sick_port}: the machine-id lease is not confirmed (UNAVAILABLE)")
+
     def test_dns_target(self):
         s = self.start_server(machine_id=6)
         r = self.zaptid("get", "--server", f"dns:///localhost:{s.port}", "-n", 2)

@@ -55,7 +55,7 @@ class TlsTest(ZaptidTestCase):
         # The name in the certificate, not the address dialled.
         self.assertGot(self.get(s, "--tls-ca", self.path("ca.pem"), "--tls-server-name", "ids.zaptid.test"), 11)
         # Refused: a plaintext client, a client trusting another CA, a name the certificate lacks.
-        self.assertFails(self.get(s), 4, f"zaptid: {s.address}: ")
+        self.assertFails(self.get(s), 4, "does the server use TLS (--tls-ca or --tls)?")
         self.assertFails(self.get(s, "--tls-ca", self.path("other-ca.pem")), 4, f"zaptid: {s.address}: ")
         self.assertFails(self.get(s, "--tls"), 4, f"zaptid: {s.address}: ")  # system roots do not know our CA
         self.assertFails(self.get(s, "--tls-ca", self.path("ca.pem"), "--tls-server-name", "evil.test"), 4,
@@ -69,7 +69,7 @@ class TlsTest(ZaptidTestCase):
         self.assertIn(" tls=mutual", s.start_line)
         ca = ("--tls-ca", self.path("ca.pem"))
         self.assertGot(self.get(s, *ca, "--tls-cert", self.path("client.pem"), "--tls-key", self.path("client.key")), 12)
-        self.assertFails(self.get(s, *ca), 4, f"zaptid: {s.address}: ")  # no client certificate
+        self.assertFails(self.get(s, *ca), 4, "does the server require a client certificate (--tls-cert)?")
         self.assertFails(self.get(s, *ca, "--tls-cert", self.path("stranger.pem"), "--tls-key",
                                   self.path("stranger.key")), 4, f"zaptid: {s.address}: ")
         self.assertGot(self.get(s, *ca, "--tls-cert", self.path("client.pem"), "--tls-key", self.path("client.key")), 12)
@@ -80,6 +80,19 @@ class TlsTest(ZaptidTestCase):
         self.assertIn(" tls=on", s.start_line)
         r = self.zaptid("get", env={"ZAPTID_SERVER": s.address, "ZAPTID_TLS_CA": self.path("ca.pem")})
         self.assertGot(r, 13)
+
+    def test_mutual_tls_from_the_environment(self):
+        s = self.start_server(machine_id=14, env={"ZAPTID_TLS_CERT": self.path("server.pem"),
+                                                  "ZAPTID_TLS_KEY": self.path("server.key"),
+                                                  "ZAPTID_TLS_CLIENT_CA": self.path("ca.pem")})
+        self.assertIn(" tls=mutual", s.start_line)
+        # The client's own certificate has its own variables, so one shell can hold both.
+        r = self.zaptid("get", env={"ZAPTID_SERVER": s.address, "ZAPTID_TLS_CA": self.path("ca.pem"),
+                                    "ZAPTID_TLS_CLIENT_CERT": self.path("client.pem"),
+                                    "ZAPTID_TLS_CLIENT_KEY": self.path("client.key"),
+                                    "ZAPTID_TLS_CERT": self.path("server.pem"),
+                                    "ZAPTID_TLS_KEY": self.path("server.key")})
+        self.assertGot(r, 14)
 
     def test_bad_certificate_files(self):
         self.assertFails(self.zaptid("serve", "--machine-id", 1, "--tls-cert", self.path("missing.pem"),
