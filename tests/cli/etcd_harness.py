@@ -12,7 +12,7 @@ import time
 
 import grpc
 
-from harness import batch_ids, batch_request, fields, free_port, packed_varints, raw_channel_call
+from harness import _die_with_parent, batch_ids, batch_request, fields, free_port, packed_varints, raw_channel_call
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
@@ -87,7 +87,8 @@ class EtcdNode:
             args += ["--cert-file", self.certs["server_cert"], "--key-file", self.certs["server_key"],
                      "--trusted-ca-file", self.certs["ca"], "--client-cert-auth"]
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         preexec_fn=_die_with_parent)
 
     def restart(self):
         """Starts it again with the same data folder and ports (after kill())."""

@@ -14,7 +14,7 @@ import unittest
 import grpc
 
 import etcd_harness as eh
-from harness import Server, ZaptidTestCase, free_port
+from harness import Server, ZaptidTestCase, _die_with_parent, free_port
 
 TTL = 2.0
 SONYFLAKE_EPOCH_MS = 1409529600000
@@ -47,7 +47,8 @@ class ClusterTestCase(ZaptidTestCase):
 
     def spawn(self, endpoints, *extra, **kw):
         """Starts a leasing server without waiting for it; see attach()."""
-        return self.popen(*self.serve_args(endpoints, *extra, **kw), stdout=subprocess.DEVNULL)
+        return self.popen(*self.serve_args(endpoints, *extra, **kw), stdout=subprocess.DEVNULL,
+                          preexec_fn=_die_with_parent)
 
     def attach(self, proc):
         """Waits for a spawned server's start-up line; returns the harness Server with .client."""
@@ -149,7 +150,8 @@ class ClaimTest(ClusterTestCase):
         env = {"ZAPTID_MACHINE_ID_FROM": "etcd", "ZAPTID_ETCD_ENDPOINTS": etcd.endpoints,
                "ZAPTID_ETCD_PREFIX": "/team-a/ids", "ZAPTID_LEASE_TTL": "3s", "ZAPTID_MACHINE_ID_RANGE": "40-41",
                "ZAPTID_LANES": "2"}
-        proc = self.popen("serve", "--listen", "127.0.0.1:0", env=env, stdout=subprocess.DEVNULL)
+        proc = self.popen("serve", "--listen", "127.0.0.1:0", env=env, stdout=subprocess.DEVNULL,
+                          preexec_fn=_die_with_parent)
         a = self.attach(proc)
         self.assertEqual(sorted(a.client.machine_ids()), [40, 41])
         self.assertIn("TTL 3s", a.wait_for(r"claimed machine id"))
