@@ -7,7 +7,6 @@
 #include <spdlog/spdlog.h>
 
 #include <climits>
-#include <cstdlib>
 #include <memory>
 
 #include "cmd_serve.h"
