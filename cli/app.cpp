@@ -7,6 +7,8 @@
 #include "cmd_compose.h"
 #include "cmd_decode.h"
 #include "cmd_gen.h"
+#include "cmd_get.h"
+#include "cmd_serve.h"
 #include "cmd_version.h"
 #include "common.h"
 #include "core/version.h"
@@ -33,6 +35,8 @@ int main(int argc, char** argv) {
   setup_decode(app, action);
   setup_compose(app, action);
   setup_version(app, action);
+  setup_serve(app, action);
+  setup_get(app, action);
   setup_bench(app, action);
 
   try {

@@ -1,0 +1,26 @@
+// zaptid get: IDs from a zaptid (or zaptidgen) server.
+#pragma once
+
+#include <string>
+
+#include "client/channel.h"
+#include "common.h"
+
+namespace zaptid::cli {
+
+struct GetOptions {
+  uint64_t count = 1;
+  IdFormat format = IdFormat::kDec;
+  bool decode = false;
+  std::string timeout = "1s";
+  client::ChannelOptions channel;
+};
+
+void setup_get(CLI::App& app, Action& action);
+int run_get(const GetOptions& opt);
+
+/// --server, --tls, --tls-ca, --tls-cert, --tls-key, --tls-server-name (with ZAPTID_* twins);
+/// shared with the subcommands that call servers.
+void add_client_options(CLI::App& app, client::ChannelOptions& opt);
+
+}  // namespace zaptid::cli

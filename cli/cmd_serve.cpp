@@ -1,0 +1,241 @@
+#include "cmd_serve.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include "client/channel.h"
+#include "core/parse.h"
+#include "core/version.h"
+#include "server/grpc_log.h"
+#include "server/id_service.h"
+#include "server/listen.h"
+
+namespace zaptid::cli {
+
+void setup_serve(CLI::App& app, Action& action) {
+  auto opt = std::make_shared<ServeOptions>();
+  auto* sub = app.add_subcommand("serve", "Serve IDs over gRPC (zaptidgen-compatible IdGen service)");
+  sub->add_option("--listen", opt->listen,
+                  "Address to listen on, repeatable: host:port, [::]:port or unix:/path; port 0 picks a free "
+                  "port and the log names it")
+      ->envname("ZAPTID_LISTEN")
+      ->delimiter(',')
+      ->capture_default_str()
+      ->group("Server");
+  sub->add_option("--lanes", opt->lanes,
+                  "Generators in this server, one machine id each, from --machine-id A-B (A, A+1, ...); requests "
+                  "are spread round-robin, so IDs from different lanes interleave and only each lane's IDs "
+                  "increase")
+      ->envname("ZAPTID_LANES")
+      ->check(CLI::Range(1u, 1024u))
+      ->capture_default_str()
+      ->group("Server");
+  sub->add_option("--max-batch", opt->max_batch,
+                  "Most IDs one GenBatch call may ask for; default what one lane issues in 250ms (6400 for "
+                  "sonyflake), at most 100000")
+      ->envname("ZAPTID_MAX_BATCH")
+      ->check(CLI::Range(1u, server::kMaxBatchLimit))
+      ->group("Server");
+  sub->add_option("--shutdown-timeout", opt->shutdown_timeout,
+                  "On SIGINT/SIGTERM, how long calls in flight may take before they are cancelled")
+      ->envname("ZAPTID_SHUTDOWN_TIMEOUT")
+      ->capture_default_str()
+      ->group("Server");
+  sub->add_option("--tls-cert", opt->tls_cert, "Serve TLS with this PEM certificate (chain); needs --tls-key")
+      ->envname("ZAPTID_TLS_CERT")
+      ->group("TLS");
+  sub->add_option("--tls-key", opt->tls_key, "PEM private key of --tls-cert")->envname("ZAPTID_TLS_KEY")->group("TLS");
+  sub->add_option("--tls-client-ca", opt->tls_client_ca,
+                  "Mutual TLS: refuse clients without a certificate signed by this PEM CA")
+      ->envname("ZAPTID_TLS_CLIENT_CA")
+      ->group("TLS");
+  add_layout_options(*sub, opt->layout);
+  add_identity_options(*sub, opt->identity);
+  add_etcd_options(*sub, opt->etcd);
+  sub->footer(
+      "--machine-id takes one id or, with --lanes, a range A-B (env ZAPTID_MACHINE_ID).\n"
+      "Stops on SIGINT/SIGTERM: finishes calls in flight, records what was issued, exits 0.\n"
+      "Example: zaptid serve --listen 127.0.0.1:8888 --machine-id 5");
+  sub->callback([opt, &action] { action = [opt] { return run_serve(*opt); }; });
+}
+
+namespace {
+
+struct IdRange {
+  uint64_t first = 0;
+  uint64_t last = 0;
+  std::string source;
+};
+
+// "A-B" from --machine-id or ZAPTID_MACHINE_ID; nullopt for a single id (or none).
+std::optional<IdRange> machine_id_range(const ServeOptions& opt, const Layout& layout) {
+  std::string text;
+  std::string source;
+  if (opt.identity.machine_id) {
+    text = *opt.identity.machine_id;
+    source = "--machine-id";
+  } else if (const char* e = std::getenv("ZAPTID_MACHINE_ID"); e != nullptr && e[0] != '\0') {
+    text = e;
+    source = "ZAPTID_MACHINE_ID";
+  }
+  const auto dash = text.find('-');
+  if (dash == std::string::npos) return std::nullopt;
+  const std::string what = fmt::format("{} '{}'", source, text);
+  const auto first = parse_unsigned(std::string_view(text).substr(0, dash), layout.max_machine(), what);
+  const auto last = parse_unsigned(std::string_view(text).substr(dash + 1), layout.max_machine(), what);
+  if (!first) throw Fatal(kExitUsage, first.message());
+  if (!last) throw Fatal(kExitUsage, last.message());
+  if (*last < *first) throw Fatal(kExitUsage, fmt::format("{}: the range is empty", what));
+  return IdRange{*first, *last, source};
+}
+
+}  // namespace
+
+Lanes open_lanes(const ServeOptions& opt, const Layout& layout, Clock& clock) {
+  check_etcd_options(opt);
+  if (opt.etcd.enabled()) return open_etcd_lanes(opt, layout, clock);
+  const auto reserve_ahead = std::chrono::milliseconds(500);
+  const auto range = machine_id_range(opt, layout);
+  if (opt.lanes > 1 && (!range || range->last - range->first + 1 < opt.lanes)) {
+    throw Fatal(kExitUsage,
+                fmt::format("--lanes {} needs --machine-id A-B with at least {} ids", opt.lanes, opt.lanes));
+  }
+  auto issuers = std::make_shared<std::vector<LocalIssuer>>();
+  Lanes lanes;
+  if (range) {
+    for (uint64_t i = 0; i < opt.lanes; ++i) {
+      IdentityOptions identity = opt.identity;
+      identity.machine_id = std::to_string(range->first + i);
+      issuers->push_back(open_local_issuer(layout, identity, "serve", clock, reserve_ahead));
+    }
+    lanes.source = range->source;
+  } else {
+    issuers->push_back(open_local_issuer(layout, opt.identity, "serve", clock, reserve_ahead));
+    lanes.source = issuers->front().machine.source;
+    if (!issuers->front().machine.warning.empty()) spdlog::warn("{}", issuers->front().machine.warning);
+  }
+  for (auto& issuer : *issuers) lanes.generators.push_back(std::shared_ptr<Generator>(std::move(issuer.generator)));
+  const auto generators = lanes.generators;
+  lanes.release = [issuers, generators] {
+    for (size_t i = 0; i < issuers->size(); ++i) {
+      auto& lock = (*issuers)[i].lock;
+      if (!lock) continue;
+      auto st = lock->release(generators[i]->last_reserved());
+      lock.reset();
+      if (!st) throw Fatal(kExitFailure, st.message());
+    }
+  };
+  return lanes;
+}
+
+namespace {
+
+std::string describe_layout(const Layout& l) {
+  return fmt::format("layout={} epoch={} unit={}ms bits={}/{}/{}", l.name, format_timestamp_ms(l.epoch_ms), l.unit_ms,
+                     l.bits_time, l.bits_sequence, l.bits_machine);
+}
+
+std::shared_ptr<grpc::ServerCredentials> server_credentials(const ServeOptions& opt) {
+  if (opt.tls_cert.empty() && opt.tls_key.empty()) {
+    if (!opt.tls_client_ca.empty()) throw Fatal(kExitUsage, "--tls-client-ca needs --tls-cert and --tls-key");
+    return grpc::InsecureServerCredentials();
+  }
+  if (opt.tls_cert.empty() || opt.tls_key.empty()) throw Fatal(kExitUsage, "--tls-cert and --tls-key go together");
+  grpc::SslServerCredentialsOptions ssl;
+  ssl.pem_key_cert_pairs.push_back({take(client::read_pem(opt.tls_key, "--tls-key"), kExitUsage),
+                                    take(client::read_pem(opt.tls_cert, "--tls-cert"), kExitUsage)});
+  if (!opt.tls_client_ca.empty()) {
+    ssl.pem_root_certs = take(client::read_pem(opt.tls_client_ca, "--tls-client-ca"), kExitUsage);
+    ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(ssl);
+}
+
+// Blocks SIGINT and SIGTERM in this thread and every thread started after, so that only the
+// sigwait() below receives them.
+sigset_t block_stop_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  return set;
+}
+
+}  // namespace
+
+int run_serve(const ServeOptions& opt) {
+  // Before anything can start a thread (gRPC starts its own as soon as it is first touched): a
+  // SIGTERM that reached such a thread would kill the server without a clean stop. A signal that
+  // arrives while starting stays pending and stops the server right after it started.
+  const sigset_t stop_signals = block_stop_signals();
+  const Layout layout = resolve_layout(opt.layout);
+  const auto shutdown_timeout = duration_ms(opt.shutdown_timeout, "--shutdown-timeout");
+  const auto max_clock_wait = duration_ms(opt.identity.max_clock_wait, "--max-clock-wait");
+  if (opt.listen.empty()) throw Fatal(kExitUsage, "--listen needs at least one address");
+  for (const auto& addr : opt.listen) {
+    if (auto st = server::check_listen_address(addr); !st) throw Fatal(kExitUsage, st.message());
+  }
+  auto creds = server_credentials(opt);
+  SystemClock clock;
+  Lanes lanes = open_lanes(opt, layout, clock);
+
+  server::ServiceOptions so;
+  so.lanes = lanes.generators;
+  so.clock = &clock;
+  so.max_batch = opt.max_batch;
+  so.max_clock_wait = max_clock_wait;
+  auto service = take(server::IdService::create(std::move(so)), kExitUsage);
+  if (lanes.on_service) lanes.on_service(*service);
+
+  server::route_grpc_logs(spdlog::level::debug);  // a failed bind is reported below, in one line
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  // Two servers must never share a port: SO_REUSEPORT would let a second one bind silently.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  std::vector<int> ports(opt.listen.size(), 0);
+  for (size_t i = 0; i < opt.listen.size(); ++i) builder.AddListeningPort(opt.listen[i], creds, &ports[i]);
+  builder.RegisterService(service.get());
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  std::vector<std::string> bound;
+  for (size_t i = 0; server && i < opt.listen.size(); ++i) {
+    if (ports[i] == 0) break;
+    bound.push_back(server::with_port(opt.listen[i], ports[i]));
+  }
+  if (!server || bound.size() != opt.listen.size()) {
+    if (server) server->Shutdown();
+    lanes.release();
+    throw Fatal(kExitFailure, server::listen_failure(opt.listen));
+  }
+  server::route_grpc_logs(spdlog::level::warn);
+  service->attach_health(server->GetHealthCheckService());
+
+  const auto ids = service->machine_ids();
+  // logfmt: a value with spaces is quoted, so every key=value stays machine-readable.
+  const std::string source = lanes.source.find(' ') == std::string::npos ? lanes.source : '"' + lanes.source + '"';
+  spdlog::info("zaptid {} serving listen={} {} machine-id={} source={} lanes={} max-batch={} tls={}", kVersion,
+               fmt::join(bound, ","), describe_layout(layout), fmt::join(ids, ","), source, ids.size(),
+               service->max_batch(), opt.tls_cert.empty() ? "off" : (opt.tls_client_ca.empty() ? "on" : "mutual"));
+
+  int signal = 0;
+  sigwait(&stop_signals, &signal);
+  spdlog::info("{} received: stopping (calls in flight get up to {})", signal == SIGINT ? "SIGINT" : "SIGTERM",
+               format_duration_ms(shutdown_timeout.count()));
+  // Shutdown reports NOT_SERVING, stops accepting, waits for calls in flight up to the deadline
+  // (the waiter keeps finishing them meanwhile), then cancels the rest.
+  server->Shutdown(std::chrono::system_clock::now() + shutdown_timeout);
+  service->stop();
+  server->Wait();
+  lanes.release();
+  spdlog::info("stopped; machine id {} released", fmt::join(ids, ","));
+  return kExitOk;
+}
+
+}  // namespace zaptid::cli

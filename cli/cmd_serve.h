@@ -1,0 +1,50 @@
+// zaptid serve: the IdGen gRPC server (zaptidgen-compatible), one or more lanes.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common.h"
+#include "serve_etcd.h"
+
+namespace zaptid::server {
+class IdService;
+}
+
+namespace zaptid::cli {
+
+struct ServeOptions {
+  std::vector<std::string> listen{"0.0.0.0:8888"};
+  uint32_t lanes = 1;
+  uint32_t max_batch = 0;  ///< 0: server::default_max_batch(layout)
+  std::string shutdown_timeout = "5s";
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_client_ca;
+  LayoutOptions layout;
+  IdentityOptions identity;
+  EtcdOptions etcd;
+};
+
+void setup_serve(CLI::App& app, Action& action);
+int run_serve(const ServeOptions& opt);
+
+/// The generators a server issues with, and how to let go of them.
+struct Lanes {
+  std::vector<std::shared_ptr<Generator>> generators;  ///< one per lane, lane order
+  std::string source;  ///< where the machine ids came from, for the start-up line
+  /// Records exactly what each lane issued and releases its claim; throws Fatal on failure.
+  std::function<void()> release;
+  /// Optional: called once with the service, before it serves. A leased source keeps it to call
+  /// set_unavailable() / set_available() / replace_lane() as its leases come and go.
+  std::function<void(server::IdService&)> on_service;
+};
+
+/// The one place that decides which machine ids a server holds: today static ids (one, or a
+/// range A-B with --lanes), each under this host's lock; a leased source slots in here.
+/// Throws Fatal (kExitUsage for bad options, kExitFailure when a lock is held).
+Lanes open_lanes(const ServeOptions& opt, const Layout& layout, Clock& clock);
+
+}  // namespace zaptid::cli

@@ -1,0 +1,185 @@
+#include "client/channel.h"
+
+#include <netdb.h>
+#include <sys/socket.h>
+
+#include <fmt/format.h>
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/support/channel_arguments.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "core/parse.h"
+
+namespace zaptid::client {
+namespace {
+
+// Round-robin over every resolved address; UNAVAILABLE is retried (gRPC picks the next
+// address) with short back-offs, always within the call's own deadline.
+constexpr std::string_view kServiceConfig = R"({
+  "loadBalancingConfig": [{"round_robin": {}}],
+  "methodConfig": [{
+    "name": [{"service": "idgen.IdGen"}],
+    "retryPolicy": {
+      "maxAttempts": 5,
+      "initialBackoff": "0.01s",
+      "maxBackoff": "0.2s",
+      "backoffMultiplier": 2,
+      "retryableStatusCodes": ["UNAVAILABLE"]
+    }
+  }]
+})";
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && s.front() == ' ') s.remove_prefix(1);
+  while (!s.empty() && s.back() == ' ') s.remove_suffix(1);
+  return s;
+}
+
+struct HostPort {
+  std::string host;
+  std::string port;
+};
+
+Result<HostPort> split_host_port(std::string_view entry) {
+  if (!entry.empty() && entry.front() == '[') {
+    const auto close = entry.find("]:");
+    if (close == std::string_view::npos) return invalid(fmt::format("--server entry '{}' is not [host]:port", entry));
+    return HostPort{std::string(entry.substr(1, close - 1)), std::string(entry.substr(close + 2))};
+  }
+  const auto colon = entry.rfind(':');
+  if (colon == std::string_view::npos || colon == 0 || colon + 1 == entry.size()) {
+    return invalid(fmt::format("--server entry '{}' is not host:port", entry));
+  }
+  return HostPort{std::string(entry.substr(0, colon)), std::string(entry.substr(colon + 1))};
+}
+
+// The first IPv4 address of host (else its first IPv6 one), as text, with its family.
+Result<std::pair<int, std::string>> resolve(const HostPort& hp) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  if (int rc = ::getaddrinfo(hp.host.c_str(), hp.port.c_str(), &hints, &res); rc != 0) {
+    return unavailable(fmt::format("cannot resolve {}: {}", hp.host, ::gai_strerror(rc)));
+  }
+  std::pair<int, std::string> best{AF_UNSPEC, ""};
+  for (addrinfo* a = res; a != nullptr; a = a->ai_next) {
+    if (a->ai_family != AF_INET && a->ai_family != AF_INET6) continue;
+    if (best.first == AF_INET) break;
+    char host[NI_MAXHOST];
+    if (::getnameinfo(a->ai_addr, a->ai_addrlen, host, sizeof host, nullptr, 0, NI_NUMERICHOST) != 0) continue;
+    if (best.first == AF_UNSPEC || a->ai_family == AF_INET) best = {a->ai_family, host};
+  }
+  ::freeaddrinfo(res);
+  if (best.first == AF_UNSPEC) return unavailable(fmt::format("cannot resolve {}: no address", hp.host));
+  return best;
+}
+
+}  // namespace
+
+void use_native_dns_resolver() { ::setenv("GRPC_DNS_RESOLVER", "native", 0); }
+
+Result<std::string> target_for(const std::string& server) {
+  if (trim(server).empty()) return invalid("--server is empty");
+  if (server.find(',') == std::string::npos || server.find(':') == std::string::npos) return server;
+  // A gRPC scheme (ipv4:a,b) already lists several addresses.
+  if (server.find("://") != std::string::npos || server.rfind("ipv4:", 0) == 0 || server.rfind("ipv6:", 0) == 0) {
+    return server;
+  }
+  // Check every entry before resolving any, so a typo is a usage error, not a lookup failure.
+  std::vector<HostPort> entries;
+  std::string_view rest = server;
+  while (!rest.empty()) {
+    const auto comma = rest.find(',');
+    const std::string_view entry = trim(rest.substr(0, comma));
+    rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+    if (entry.empty()) continue;
+    auto hp = split_host_port(entry);
+    if (!hp) return hp.error();
+    entries.push_back(std::move(*hp));
+  }
+  int family = AF_UNSPEC;
+  std::string addresses;
+  for (const auto& hp : entries) {
+    auto addr = resolve(hp);
+    if (!addr) return addr.error();
+    if (family != AF_UNSPEC && family != addr->first) {
+      return invalid(fmt::format("--server '{}' mixes IPv4 and IPv6 addresses; list one family", server));
+    }
+    family = addr->first;
+    if (!addresses.empty()) addresses += ',';
+    addresses += family == AF_INET6 ? fmt::format("[{}]:{}", addr->second, hp.port)
+                                    : fmt::format("{}:{}", addr->second, hp.port);
+  }
+  if (addresses.empty()) return invalid("--server lists no address");
+  return (family == AF_INET6 ? "ipv6:" : "ipv4:") + addresses;
+}
+
+Result<std::string> read_pem(const std::string& path, std::string_view option) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return invalid(fmt::format("cannot read {} {}: {}", option, path, std::strerror(errno)));
+  std::ostringstream text;
+  text << in.rdbuf();
+  std::string pem = text.str();
+  if (pem.find("-----BEGIN ") == std::string::npos) {
+    return invalid(fmt::format("{} {} is not a PEM file", option, path));
+  }
+  return pem;
+}
+
+Result<std::shared_ptr<grpc::Channel>> make_channel(const ChannelOptions& opt) {
+  auto target = target_for(opt.server);
+  if (!target) return target.error();
+  if (opt.tls_cert.empty() != opt.tls_key.empty()) return invalid("--tls-cert and --tls-key go together");
+
+  grpc::ChannelArguments args;
+  args.SetServiceConfigJSON(std::string(kServiceConfig));
+  args.SetInt(GRPC_ARG_ENABLE_RETRIES, 1);
+  args.SetMaxReceiveMessageSize(64 << 20);  // a full batch never comes near this
+  std::shared_ptr<grpc::ChannelCredentials> creds;
+  const bool tls = opt.tls || !opt.tls_ca.empty() || !opt.tls_cert.empty() || !opt.tls_server_name.empty();
+  if (tls) {
+    grpc::SslCredentialsOptions ssl;
+    if (!opt.tls_ca.empty()) {
+      auto ca = read_pem(opt.tls_ca, "--tls-ca");
+      if (!ca) return ca.error();
+      ssl.pem_root_certs = std::move(*ca);
+    }
+    if (!opt.tls_cert.empty()) {
+      auto cert = read_pem(opt.tls_cert, "--tls-cert");
+      if (!cert) return cert.error();
+      auto key = read_pem(opt.tls_key, "--tls-key");
+      if (!key) return key.error();
+      ssl.pem_cert_chain = std::move(*cert);
+      ssl.pem_private_key = std::move(*key);
+    }
+    if (!opt.tls_server_name.empty()) args.SetSslTargetNameOverride(opt.tls_server_name);
+    creds = grpc::SslCredentials(ssl);
+  } else {
+    creds = grpc::InsecureChannelCredentials();
+  }
+  return grpc::CreateCustomChannel(*target, creds, args);
+}
+
+std::string describe(const grpc::Status& status, std::chrono::milliseconds timeout) {
+  static constexpr std::string_view kNames[] = {
+      "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+      "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
+      "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+  const auto code = static_cast<size_t>(status.error_code());
+  const std::string_view name = code < std::size(kNames) ? kNames[code] : "UNKNOWN";
+  if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    return fmt::format("no answer within {} ({})", format_duration_ms(timeout.count()), name);
+  }
+  std::string message = status.error_message();
+  if (message.empty()) message = "the call failed";
+  return fmt::format("{} ({})", message, name);
+}
+
+}  // namespace zaptid::client

@@ -1,0 +1,75 @@
+// Client channels to zaptid (or zaptidgen) servers: targets, load balancing, retries and TLS.
+#pragma once
+
+#include <grpcpp/channel.h>
+#include <grpcpp/client_context.h>
+#include <grpcpp/support/status.h>
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+
+#include "core/result.h"
+
+namespace zaptid::client {
+
+/// What --server and the TLS flags say.
+struct ChannelOptions {
+  std::string server = "localhost:8888";  ///< gRPC target, or a comma list of host:port
+  bool tls = false;                       ///< TLS with the system's roots (implied by the others)
+  std::string tls_ca;                     ///< PEM file of the CA that signed the server's certificate
+  std::string tls_cert;                   ///< PEM client certificate, for mutual TLS
+  std::string tls_key;                    ///< PEM key of tls_cert
+  std::string tls_server_name;            ///< name to verify instead of the target's host
+};
+
+/// Makes gRPC resolve names with getaddrinfo instead of c-ares, unless GRPC_DNS_RESOLVER is
+/// set. Call before the first gRPC object is created. Debian 12's c-ares leaks a few bytes per
+/// lookup (LeakSanitizer fails the command at exit), and a command-line client gains nothing
+/// from c-ares's asynchronous lookups.
+void use_native_dns_resolver();
+
+/// The gRPC target for --server. A gRPC target (dns:///host:port, ipv4:…, unix:…, host:port)
+/// is used as it is. A comma list of host:port is resolved now into one ipv4: (or ipv6:) target
+/// holding every address, which the channel balances round-robin. Errors name the bad entry.
+Result<std::string> target_for(const std::string& server);
+
+/// A channel that balances round-robin over every address of the target and retries a call
+/// that failed UNAVAILABLE (on the next address) while its deadline allows. Fails for unreadable
+/// TLS files or a bad --server.
+Result<std::shared_ptr<grpc::Channel>> make_channel(const ChannelOptions& options);
+
+/// The contents of a PEM file; `option` names it in the error ("--tls-ca").
+Result<std::string> read_pem(const std::string& path, std::string_view option);
+
+/// A one-line reason for a failed call, e.g. "no answer within 1s (DEADLINE_EXCEEDED)" or
+/// "failed to connect to all addresses (UNAVAILABLE)".
+std::string describe(const grpc::Status& status, std::chrono::milliseconds timeout);
+
+/// Runs `attempt(grpc::ClientContext&)` (which makes one call and returns its status) with a
+/// fresh context whose deadline is `deadline`, and again after a short back-off (20 ms doubling
+/// to 200 ms) while it fails UNAVAILABLE and the deadline leaves room. On top of the channel's
+/// own retries this outlasts a balanced target whose healthy servers are still connecting.
+/// Returns the last status, except that a deadline hit after an UNAVAILABLE answer returns that
+/// answer: its message says why ("Connection refused", the server's reason), the deadline does not.
+template <typename Attempt>
+grpc::Status call_with_retries(std::chrono::system_clock::time_point deadline, Attempt&& attempt) {
+  auto backoff = std::chrono::milliseconds(20);
+  std::optional<grpc::Status> unavailable;
+  for (;;) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(deadline);
+    grpc::Status st = attempt(ctx);
+    if (st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED && unavailable) return *unavailable;
+    if (st.error_code() != grpc::StatusCode::UNAVAILABLE) return st;
+    if (std::chrono::system_clock::now() + backoff >= deadline) return st;
+    unavailable = st;
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(200));
+  }
+}
+
+}  // namespace zaptid::client

@@ -1,0 +1,145 @@
+#include "etcd/client.h"
+
+#include <fmt/format.h>
+
+#include <fstream>
+#include <sstream>
+
+namespace zaptid::etcd {
+
+namespace {
+
+Result<std::string> read_pem(const std::string& path, std::string_view option) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return invalid(fmt::format("{}: cannot read '{}'", option, path));
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+/// Errors another endpoint may not have: unreachable, too slow, no leader, shutting down.
+bool try_next(grpc::StatusCode code) {
+  return code == grpc::StatusCode::UNAVAILABLE || code == grpc::StatusCode::DEADLINE_EXCEEDED ||
+         code == grpc::StatusCode::CANCELLED || code == grpc::StatusCode::UNKNOWN;
+}
+
+}  // namespace
+
+Result<std::vector<std::string>> parse_endpoints(std::string_view text) {
+  std::vector<std::string> out;
+  while (!text.empty()) {
+    const auto comma = text.find(',');
+    auto item = text.substr(0, comma);
+    text = comma == std::string_view::npos ? std::string_view{} : text.substr(comma + 1);
+    for (std::string_view scheme : {"http://", "https://"}) {
+      if (item.substr(0, scheme.size()) == scheme) item.remove_prefix(scheme.size());
+    }
+    while (!item.empty() && item.back() == '/') item.remove_suffix(1);
+    if (item.empty()) continue;
+    const auto colon = item.rfind(':');
+    if (colon == std::string_view::npos || colon + 1 == item.size()) {
+      return invalid(fmt::format("--etcd-endpoints: '{}' is not host:port", item));
+    }
+    out.emplace_back(item);
+  }
+  if (out.empty()) return invalid("--etcd-endpoints is required with --machine-id-from etcd (host:port[,host:port…])");
+  return out;
+}
+
+Result<std::unique_ptr<Client>> Client::create(ClientOptions options) {
+  if (options.endpoints.empty()) return invalid("no etcd endpoints given");
+  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+  if (options.tls.enabled()) {
+    if (options.tls.cert_file.empty() != options.tls.key_file.empty()) {
+      return invalid("--etcd-cert and --etcd-key go together");
+    }
+    grpc::SslCredentialsOptions ssl;
+    if (!options.tls.ca_file.empty()) {
+      auto pem = read_pem(options.tls.ca_file, "--etcd-ca");
+      if (!pem) return pem.error();
+      ssl.pem_root_certs = *pem;
+    }
+    if (!options.tls.cert_file.empty()) {
+      auto cert = read_pem(options.tls.cert_file, "--etcd-cert");
+      if (!cert) return cert.error();
+      auto key = read_pem(options.tls.key_file, "--etcd-key");
+      if (!key) return key.error();
+      ssl.pem_cert_chain = *cert;
+      ssl.pem_private_key = *key;
+    }
+    creds = grpc::SslCredentials(ssl);
+  }
+  std::unique_ptr<Client> c(new Client(std::move(options)));
+  c->endpoints_ = c->opt_.endpoints;
+  for (const auto& ep : c->endpoints_) {
+    grpc::ChannelArguments args;
+    // Reconnect quickly after etcd comes back: the lease TTL is seconds, gRPC's default
+    // backoff grows to two minutes.
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+    auto channel = grpc::CreateCustomChannel(ep, creds, args);
+    c->kv_.push_back(etcdserverpb::KV::NewStub(channel));
+    c->lease_.push_back(etcdserverpb::Lease::NewStub(channel));
+  }
+  return c;
+}
+
+Status Client::with_failover(std::string_view what,
+                             const std::function<grpc::Status(size_t, grpc::ClientContext&)>& call) {
+  const size_t n = endpoints_.size();
+  const size_t start = preferred();
+  std::string errors;
+  for (size_t k = 0; k < n; ++k) {
+    const size_t i = (start + k) % n;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + opt_.call_timeout);
+    const auto st = call(i, ctx);
+    if (st.ok()) {
+      prefer(i);
+      return Ok{};
+    }
+    if (!errors.empty()) errors += "; ";
+    errors += fmt::format("{}: {}", endpoints_[i], st.error_message());
+    if (!try_next(st.error_code())) {
+      return Error{ErrorKind::kIo, fmt::format("etcd {} failed: {}", what, errors)};
+    }
+  }
+  return unavailable(fmt::format("etcd {} failed on every endpoint ({})", what, errors));
+}
+
+Result<etcdserverpb::RangeResponse> Client::range(const etcdserverpb::RangeRequest& req) {
+  etcdserverpb::RangeResponse resp;
+  auto st = with_failover("range", [&](size_t i, grpc::ClientContext& ctx) { return kv_[i]->Range(&ctx, req, &resp); });
+  if (!st) return st.error();
+  return resp;
+}
+
+Result<etcdserverpb::TxnResponse> Client::txn(const etcdserverpb::TxnRequest& req) {
+  etcdserverpb::TxnResponse resp;
+  auto st =
+      with_failover("transaction", [&](size_t i, grpc::ClientContext& ctx) { return kv_[i]->Txn(&ctx, req, &resp); });
+  if (!st) return st.error();
+  return resp;
+}
+
+Result<etcdserverpb::LeaseGrantResponse> Client::grant(int64_t ttl_seconds) {
+  etcdserverpb::LeaseGrantRequest req;
+  req.set_ttl(ttl_seconds);
+  etcdserverpb::LeaseGrantResponse resp;
+  auto st = with_failover("lease grant",
+                          [&](size_t i, grpc::ClientContext& ctx) { return lease_[i]->LeaseGrant(&ctx, req, &resp); });
+  if (!st) return st.error();
+  if (!resp.error().empty()) return unavailable(fmt::format("etcd refused a lease: {}", resp.error()));
+  return resp;
+}
+
+Status Client::revoke(int64_t lease_id) {
+  etcdserverpb::LeaseRevokeRequest req;
+  req.set_id(lease_id);
+  etcdserverpb::LeaseRevokeResponse resp;
+  return with_failover("lease revoke",
+                       [&](size_t i, grpc::ClientContext& ctx) { return lease_[i]->LeaseRevoke(&ctx, req, &resp); });
+}
+
+}  // namespace zaptid::etcd

@@ -1,0 +1,119 @@
+#include "etcd/leased_lanes.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "core/parse.h"
+
+namespace zaptid::etcd {
+
+Status check_high_water(const Layout& layout, uint64_t machine_id, Cursor c, int64_t now_ms,
+                        std::chrono::milliseconds max_wait) {
+  const uint64_t tick = c >> layout.bits_sequence;
+  const int64_t at_ms = layout.tick_start_ms(tick);
+  const int64_t ahead_ms = at_ms - now_ms;
+  if (ahead_ms <= max_wait.count()) return Ok{};
+  return unavailable(fmt::format(
+      "machine id {} was last used up to {}, {} ahead of this host's clock; refusing to wait longer than "
+      "--max-clock-wait {} (fix the clock, or raise --max-clock-wait)",
+      machine_id, format_timestamp_ms(at_ms), format_duration_ms(ahead_ms), format_duration_ms(max_wait.count())));
+}
+
+Result<std::unique_ptr<LeasedLanes>> LeasedLanes::open(SessionOptions session, LanesOptions lanes) {
+  if (lanes.clock == nullptr) return invalid("LeasedLanes needs a clock");
+  auto s = Session::open(std::move(session));
+  if (!s) return s.error();
+  std::unique_ptr<LeasedLanes> l(new LeasedLanes(std::move(*s), lanes));
+  const auto claims = l->session_->claims();
+  const int64_t now_ms = lanes.clock->now().count() / 1'000'000;
+  for (const auto& c : claims) {
+    if (!c.start_after) continue;
+    if (auto st = check_high_water(lanes.layout, c.id, *c.start_after, now_ms, lanes.max_clock_wait); !st) {
+      (void)l->session_->close({});  // frees the ids at once; nothing was issued
+      return st.error();
+    }
+  }
+  auto gens = l->make(claims);
+  if (!gens) {
+    (void)l->session_->close({});
+    return gens.error();
+  }
+  l->generators_ = std::move(*gens);
+  return l;
+}
+
+LeasedLanes::~LeasedLanes() {
+  // Stop the session's threads before the hooks and generators they use go away.
+  if (session_) session_->stop();
+}
+
+Result<std::vector<std::shared_ptr<Generator>>> LeasedLanes::make(const std::vector<Claim>& claims) {
+  std::vector<std::shared_ptr<Generator>> out;
+  for (size_t i = 0; i < claims.size(); ++i) {
+    auto reserver = session_->reserver(i);
+    GeneratorOptions g;
+    g.layout = opt_.layout;
+    g.machine_id = claims[i].id;
+    g.clock = opt_.clock;
+    g.max_clock_wait = opt_.max_clock_wait;
+    g.start_after = claims[i].start_after;
+    g.reserver = reserver.get();
+    g.reserve_ahead = opt_.reserve_ahead;
+    {
+      std::lock_guard lock(mu_);
+      reservers_.push_back(std::move(reserver));
+    }
+    auto gen = Generator::create(std::move(g));
+    if (!gen) return gen.error();
+    out.push_back(std::shared_ptr<Generator>(std::move(*gen)));
+  }
+  return out;
+}
+
+std::vector<std::shared_ptr<Generator>> LeasedLanes::generators() const {
+  std::lock_guard lock(mu_);
+  return generators_;
+}
+
+std::vector<uint64_t> LeasedLanes::machine_ids() const {
+  std::vector<uint64_t> ids;
+  for (const auto& g : generators()) ids.push_back(g->machine_id());
+  return ids;
+}
+
+void LeasedLanes::start(LaneHooks hooks) {
+  hooks_ = std::move(hooks);
+  SessionEvents ev;
+  ev.on_unavailable = [this](const std::string& reason) {
+    if (hooks_.set_unavailable) hooks_.set_unavailable(reason);
+  };
+  ev.on_available = [this] {
+    if (hooks_.set_available) hooks_.set_available();
+  };
+  ev.on_reclaimed = [this](const std::vector<Claim>& claims) { reclaimed(claims); };
+  session_->start(std::move(ev));
+}
+
+void LeasedLanes::reclaimed(const std::vector<Claim>& claims) {
+  auto gens = make(claims);
+  if (!gens) {
+    spdlog::error("cannot start generators for the machine ids claimed again: {}", gens.message());
+    return;
+  }
+  for (size_t i = 0; i < gens->size(); ++i) {
+    if (hooks_.replace_lane) {
+      if (auto st = hooks_.replace_lane(i, (*gens)[i]); !st) spdlog::error("lane {}: {}", i, st.message());
+    }
+  }
+  std::lock_guard lock(mu_);
+  generators_ = std::move(*gens);
+}
+
+Status LeasedLanes::release() {
+  session_->stop();
+  std::vector<std::optional<Cursor>> last;
+  for (const auto& g : generators()) last.push_back(g->last_reserved());
+  return session_->close(last);
+}
+
+}  // namespace zaptid::etcd

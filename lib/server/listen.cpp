@@ -1,0 +1,114 @@
+#include "server/listen.h"
+
+#include <netdb.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fmt/format.h>
+#include <string_view>
+
+#include "core/parse.h"
+
+namespace zaptid::server {
+namespace {
+
+struct HostPort {
+  std::string host;
+  std::string port;
+};
+
+Result<HostPort> split(const std::string& address) {
+  const auto bad = [&] {
+    return invalid(fmt::format("--listen '{}' is not host:port, [::]:port or unix:/path", address));
+  };
+  std::string_view a = address;
+  size_t colon = 0;
+  std::string host;
+  if (!a.empty() && a.front() == '[') {
+    const auto close = a.find("]:");
+    if (close == std::string_view::npos) return bad();
+    host = std::string(a.substr(1, close - 1));
+    colon = close + 1;
+  } else {
+    colon = a.rfind(':');
+    if (colon == std::string_view::npos) return bad();
+    host = std::string(a.substr(0, colon));
+  }
+  const std::string port(a.substr(colon + 1));
+  if (port.empty()) return bad();
+  if (auto p = parse_unsigned(port, 65535, fmt::format("--listen '{}' port", address)); !p) return p.error();
+  return HostPort{host, port};
+}
+
+// Why binding `address` fails right now; empty if it would succeed.
+std::string bind_error(const std::string& address) {
+  if (address.rfind("unix:", 0) == 0) {
+    const std::string path = address.substr(5);
+    sockaddr_un sun{};
+    sun.sun_family = AF_UNIX;
+    if (path.size() >= sizeof sun.sun_path) return "the socket path is too long";
+    std::memcpy(sun.sun_path, path.c_str(), path.size() + 1);
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0) return std::strerror(errno);
+    std::string err;
+    if (::bind(fd, reinterpret_cast<const sockaddr*>(&sun), sizeof sun) != 0) {
+      err = std::strerror(errno);
+      if (errno == EADDRINUSE) err += " (remove the stale socket file if no server uses it)";
+    } else {
+      ::unlink(path.c_str());
+    }
+    ::close(fd);
+    return err;
+  }
+  auto hp = split(address);
+  if (!hp) return hp.message();
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* res = nullptr;
+  const char* host = hp->host.empty() ? nullptr : hp->host.c_str();
+  if (int rc = ::getaddrinfo(host, hp->port.c_str(), &hints, &res); rc != 0) return ::gai_strerror(rc);
+  std::string err;
+  for (addrinfo* ai = res; ai != nullptr && err.empty(); ai = ai->ai_next) {
+    const int fd = ::socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+    if (fd < 0) continue;
+    const int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (::bind(fd, ai->ai_addr, ai->ai_addrlen) != 0) err = std::strerror(errno);
+    ::close(fd);
+  }
+  ::freeaddrinfo(res);
+  return err;
+}
+
+}  // namespace
+
+Status check_listen_address(const std::string& address) {
+  if (address.rfind("unix:", 0) == 0) {
+    if (address.size() == 5) return invalid(fmt::format("--listen '{}' has no socket path", address));
+    return Ok{};
+  }
+  if (auto hp = split(address); !hp) return hp.error();
+  return Ok{};
+}
+
+std::string with_port(const std::string& address, int port) {
+  if (address.rfind("unix:", 0) == 0) return address;
+  const auto colon = address.rfind(':');
+  return fmt::format("{}:{}", address.substr(0, colon), port);
+}
+
+std::string listen_failure(const std::vector<std::string>& addresses) {
+  for (const auto& a : addresses) {
+    if (std::string err = bind_error(a); !err.empty()) return fmt::format("cannot listen on {}: {}", a, err);
+  }
+  std::string all;
+  for (const auto& a : addresses) all += (all.empty() ? "" : ", ") + a;
+  return fmt::format("cannot listen on {}: gRPC refused the address (run with --log-level debug for its reason)",
+                     all);
+}
+
+}  // namespace zaptid::server

@@ -1,0 +1,89 @@
+"""zaptid serve on the wire: an independent client (Debian's python3-grpcio, no generated code)."""
+import grpc
+
+from harness import (ZaptidTestCase, batch_ids, fields, raw_channel_call, read_varint, string_field,
+                     batch_request, varint)
+
+
+class WireTest(ZaptidTestCase):
+    def setUp(self):
+        super().setUp()
+        self.server = self.start_server(machine_id=4242)
+        self.channel = grpc.insecure_channel(self.server.address)
+        self.addCleanup(self.channel.close)
+
+    def call(self, method, request=b"", timeout=5):
+        return raw_channel_call(self.channel, method)(request, timeout=timeout)
+
+    def test_gen_as_zaptidgen_clients_call_it(self):
+        # IdRequest is empty; IdResponse is {bool error = 1; uint64 id = 2;}. A successful answer
+        # leaves error at its default, so proto3 sends only field 2 as a varint (tag 0x10).
+        ids = []
+        for _ in range(50):
+            resp = self.call("/idgen.IdGen/Gen", b"")
+            self.assertEqual(resp[0], 0x10, resp.hex())
+            value, end = read_varint(resp, 1)
+            self.assertEqual(end, len(resp), resp.hex())
+            ids.append(value)
+        self.assertEqual(ids, sorted(set(ids)))
+        for i in ids:
+            self.assertEqual(i >> 63, 0)
+            self.assertEqual(i & 0xFFFF, 4242)  # Sonyflake: machine id in the low 16 bits
+        # The same IDs decode with zaptid decode (time in 10 ms units since 2014-09-01).
+        r = self.zaptid("decode", "--format", "tsv", ids[0])
+        self.assertEqual(r.stdout.split("\t")[4].strip(), "4242")
+
+    def test_gen_batch(self):
+        ids = batch_ids(self.call("/idgen.IdGen/GenBatch", batch_request(1000)))
+        self.assertEqual(len(ids), 1000)
+        self.assertEqual(ids, sorted(set(ids)))
+        self.assertTrue(all(i & 0xFFFF == 4242 for i in ids))
+
+    def test_info(self):
+        info = {}
+        for num, _, v in fields(self.call("/idgen.IdGen/Info")):
+            info.setdefault(num, []).append(v)
+        self.assertEqual(info[2], [b"sonyflake"])
+        self.assertEqual(info[3], [1409529600000])  # 2014-09-01T00:00:00Z
+        self.assertEqual(info[4], [10])
+        self.assertEqual((info[5], info[6], info[7]), ([39], [8], [16]))
+        self.assertNotIn(8, info)  # machine_above_sequence false: not sent
+        self.assertEqual(info[9], [varint(4242)])  # packed [4242]
+        self.assertEqual(info[10], [6400])
+
+    def test_bad_batch_counts(self):
+        for count in (0, 6401, 10**9):
+            with self.assertRaises(grpc.RpcError) as cm:
+                self.call("/idgen.IdGen/GenBatch", batch_request(count))
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            self.assertIn("count must be from 1 to 6400", cm.exception.details())
+        self.assertEqual(len(batch_ids(self.call("/idgen.IdGen/GenBatch", batch_request(6400)))), 6400)
+
+    def test_health(self):
+        # HealthCheckRequest{string service = 1}; HealthCheckResponse{ServingStatus status = 1}, SERVING = 1.
+        check = "/grpc.health.v1.Health/Check"
+        self.assertEqual(self.call(check, b""), varint(1 << 3) + varint(1))
+        self.assertEqual(self.call(check, string_field(1, "idgen.IdGen")), varint(1 << 3) + varint(1))
+        with self.assertRaises(grpc.RpcError) as cm:
+            self.call(check, string_field(1, "no.Such"))
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.NOT_FOUND)
+
+    def test_reflection_lists_the_service(self):
+        # ServerReflectionRequest{string list_services = 7}; the response's list_services_response
+        # (field 6) holds ServiceResponse{string name = 1} entries.
+        stream = self.channel.stream_stream("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                                            request_serializer=None, response_deserializer=None)
+        responses = list(stream(iter([string_field(7, "")]), timeout=5))
+        self.assertEqual(len(responses), 1)
+        names = []
+        for num, _, v in fields(responses[0]):
+            if num == 6:
+                for _, _, service in fields(v):
+                    names += [name.decode() for n, _, name in fields(service) if n == 1]
+        self.assertIn("idgen.IdGen", names)
+        self.assertIn("grpc.health.v1.Health", names)
+
+
+if __name__ == "__main__":
+    import unittest
+    unittest.main()

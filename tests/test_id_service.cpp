@@ -1,0 +1,184 @@
+// server::IdService over an in-process gRPC channel, with a fake clock: statuses, lanes,
+// availability, waiting calls and stop. The wire itself is tested by tests/cli/test_wire.py.
+#include <doctest/doctest.h>
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <fmt/format.h>
+#include <future>
+#include <map>
+
+#include "server/id_service.h"
+
+namespace zaptid::server {
+namespace {
+
+using namespace std::chrono_literals;
+
+// 2026-01-01T00:00:00Z
+constexpr Nanos kNow = 1'767'225'600'000'000'000ns;
+
+struct Fixture {
+  FakeClock clock{kNow};
+  Layout layout = make_layout("sonyflake", {}, std::nullopt).value();
+  std::unique_ptr<IdService> service;
+  std::unique_ptr<grpc::Server> server;
+  std::unique_ptr<idgen::IdGen::Stub> stub;
+
+  std::shared_ptr<Generator> generator(uint64_t machine_id) {
+    GeneratorOptions g;
+    g.layout = layout;
+    g.machine_id = machine_id;
+    g.clock = &clock;
+    return std::shared_ptr<Generator>(Generator::create(g).value().release());
+  }
+
+  explicit Fixture(std::vector<uint64_t> machine_ids) {
+    ServiceOptions o;
+    for (uint64_t id : machine_ids) o.lanes.push_back(generator(id));
+    o.clock = &clock;
+    service = IdService::create(std::move(o)).value();
+    grpc::ServerBuilder builder;
+    builder.RegisterService(service.get());
+    server = builder.BuildAndStart();
+    stub = idgen::IdGen::NewStub(server->InProcessChannel(grpc::ChannelArguments()));
+  }
+  ~Fixture() {
+    server->Shutdown(std::chrono::system_clock::now() + 5s);
+    service->stop();
+  }
+
+  grpc::Status gen(uint64_t& id) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+    idgen::IdResponse resp;
+    auto st = stub->Gen(&ctx, {}, &resp);
+    id = resp.id();
+    return st;
+  }
+  grpc::Status batch(uint32_t count, idgen::BatchResponse& resp) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + 10s);
+    idgen::BatchRequest req;
+    req.set_count(count);
+    return stub->GenBatch(&ctx, req, &resp);
+  }
+};
+
+TEST_CASE("server::IdService answers Gen, GenBatch and Info") {
+  Fixture f({5});
+  uint64_t id = 0;
+  REQUIRE(f.gen(id).ok());
+  CHECK(f.layout.decompose(id).machine == 5);
+  CHECK(f.layout.tick_start_ms(f.layout.decompose(id).time) == kNow.count() / 1'000'000);
+
+  idgen::BatchResponse resp;
+  REQUIRE(f.batch(100, resp).ok());
+  REQUIRE(resp.ids_size() == 100);
+  CHECK(resp.ids(0) > id);
+  for (int i = 1; i < 100; ++i) CHECK(resp.ids(i) > resp.ids(i - 1));
+
+  for (uint32_t bad : {0u, 6401u}) {
+    idgen::BatchResponse none;
+    const auto st = f.batch(bad, none);
+    CHECK(st.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+    CHECK(st.error_message() == fmt::format("count must be from 1 to 6400 (the server's --max-batch), not {}", bad));
+    CHECK(none.ids_size() == 0);
+  }
+
+  grpc::ClientContext ctx;
+  idgen::InfoResponse info;
+  REQUIRE(f.stub->Info(&ctx, {}, &info).ok());
+  CHECK(info.layout() == "sonyflake");
+  CHECK(info.epoch_unix_ms() == 1409529600000);
+  CHECK(info.bits_sequence() == 8);
+  CHECK(info.machine_ids_size() == 1);
+  CHECK(info.machine_ids(0) == 5);
+  CHECK(info.max_batch() == 6400);
+  CHECK(info.time_exhausted_unix_ms() == f.layout.exhausted_at_ms());
+}
+
+TEST_CASE("server::IdService spreads calls over its lanes") {
+  Fixture f({7, 8, 9});
+  std::map<uint64_t, std::vector<uint64_t>> by_lane;
+  for (int i = 0; i < 30; ++i) {
+    uint64_t id = 0;
+    REQUIRE(f.gen(id).ok());
+    by_lane[f.layout.decompose(id).machine].push_back(id);
+  }
+  REQUIRE(by_lane.size() == 3);
+  for (const auto& [machine, ids] : by_lane) {
+    CHECK(ids.size() == 10);
+    CHECK(std::is_sorted(ids.begin(), ids.end()));
+  }
+  CHECK(f.service->machine_ids() == std::vector<uint64_t>{7, 8, 9});
+  REQUIRE(f.service->replace_lane(1, f.generator(42)).ok());
+  CHECK(f.service->machine_ids() == std::vector<uint64_t>{7, 42, 9});
+  CHECK(!f.service->replace_lane(3, f.generator(43)).ok());
+  CHECK(!IdService::create({{f.generator(1), f.generator(1)}, &f.clock}).ok());
+}
+
+TEST_CASE("server::IdService availability") {
+  Fixture f({5});
+  f.service->set_unavailable("the machine-id lease is not confirmed");
+  CHECK(!f.service->available());
+  uint64_t id = 0;
+  auto st = f.gen(id);
+  CHECK(st.error_code() == grpc::StatusCode::UNAVAILABLE);
+  CHECK(st.error_message() == "the machine-id lease is not confirmed");
+  CHECK(id == 0);
+  idgen::BatchResponse resp;
+  CHECK(f.batch(10, resp).error_code() == grpc::StatusCode::UNAVAILABLE);
+  f.service->set_available();
+  CHECK(f.gen(id).ok());
+  CHECK(id != 0);
+}
+
+TEST_CASE("server::IdService maps generator errors") {
+  Fixture f({5});
+  uint64_t id = 0;
+  REQUIRE(f.gen(id).ok());
+  f.clock.set(kNow - 2s);  // stepped back past the generator's 1 s clock wait
+  const auto st = f.gen(id);
+  CHECK(st.error_code() == grpc::StatusCode::UNAVAILABLE);
+  CHECK(st.error_message().find("the clock is 2.000s behind") != std::string::npos);
+  CHECK(to_grpc_status({ErrorKind::kExhausted, "x"}).error_code() == grpc::StatusCode::UNAVAILABLE);
+  CHECK(to_grpc_status({ErrorKind::kIo, "x"}).error_code() == grpc::StatusCode::INTERNAL);
+  CHECK(to_grpc_status({ErrorKind::kCorrupt, "x"}).error_code() == grpc::StatusCode::INTERNAL);
+  CHECK(to_grpc_status(invalid("x")).error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_CASE("server::IdService finishes waiting calls when their tick comes, or on stop") {
+  Fixture f({5});
+  // 512 IDs span two 10 ms ticks: the call waits for the second, which the fake clock never
+  // reaches until the test moves it.
+  std::promise<grpc::Status> done;
+  grpc::ClientContext ctx;
+  idgen::BatchRequest req;
+  req.set_count(512);
+  idgen::BatchResponse resp;
+  f.stub->async()->GenBatch(&ctx, &req, &resp, [&](grpc::Status st) { done.set_value(st); });
+  auto result = done.get_future();
+  CHECK(result.wait_for(50ms) == std::future_status::timeout);
+  f.clock.advance(10ms);
+  REQUIRE(result.wait_for(10s) == std::future_status::ready);
+  CHECK(result.get().ok());
+  CHECK(resp.ids_size() == 512);
+
+  std::promise<grpc::Status> stopped;
+  grpc::ClientContext ctx2;
+  idgen::BatchResponse resp2;
+  req.set_count(6400);
+  f.stub->async()->GenBatch(&ctx2, &req, &resp2, [&](grpc::Status st) { stopped.set_value(st); });
+  auto result2 = stopped.get_future();
+  CHECK(result2.wait_for(50ms) == std::future_status::timeout);
+  f.service->stop();
+  REQUIRE(result2.wait_for(10s) == std::future_status::ready);
+  const auto st = result2.get();
+  CHECK(st.error_code() == grpc::StatusCode::UNAVAILABLE);
+  CHECK(st.error_message() == "the server is shutting down");
+  CHECK(resp2.ids_size() == 0);
+}
+
+}  // namespace
+}  // namespace zaptid::server
