@@ -19,7 +19,8 @@ void setup_decode(CLI::App& app, Action& action) {
   sub->add_option("--format", opt->format,
                   "Output format: text, json (one object per line, id as a string) or tsv "
                   "(id, time, timestamp, sequence, machine-id)")
-      ->transform(CLI::CheckedTransformer(names))
+      ->transform(CLI::CheckedTransformer(names).description(""))  // help shows the names, not the enum values
+      ->type_name("text|json|tsv")
       ->default_str("text");
   add_layout_options(*sub, opt->layout);
   sub->footer("Example: zaptid decode 647842057989128197\n         zaptid gen --count 5 | zaptid decode --format json");

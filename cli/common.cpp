@@ -63,8 +63,8 @@ void add_identity_options(CLI::App& app, IdentityOptions& opt) {
                  "Machine id (env ZAPTID_MACHINE_ID); default: low bits of the host's private IPv4")
       ->group(group);
   app.add_option("--state-dir", opt.state_dir,
-                 "Folder for the host lock and state files; default $XDG_STATE_HOME/zaptid or "
-                 "~/.local/state/zaptid")
+                 "Folder for the host lock and state files; default $XDG_STATE_HOME/zaptid, else "
+                 "~/.local/state/zaptid, else /var/lib/zaptid")
       ->envname("ZAPTID_STATE_DIR")
       ->group(group);
   app.add_option("--max-clock-wait", opt.max_clock_wait,
@@ -118,7 +118,8 @@ void add_id_format_option(CLI::App& app, IdFormat& format) {
   const std::map<std::string, IdFormat> names{{"dec", IdFormat::kDec}, {"hex", IdFormat::kHex},
                                               {"json", IdFormat::kJson}};
   app.add_option("--format", format, "Output format: dec, hex (0x, 16 digits) or json")
-      ->transform(CLI::CheckedTransformer(names))
+      ->transform(CLI::CheckedTransformer(names).description(""))  // help shows the names, not the enum values
+      ->type_name("dec|hex|json")
       ->default_str("dec");
 }
 
