@@ -3,6 +3,7 @@
 #include <csignal>
 #include <iostream>
 
+#include "cmd_bench.h"
 #include "cmd_compose.h"
 #include "cmd_decode.h"
 #include "cmd_gen.h"
@@ -33,6 +34,7 @@ int main(int argc, char** argv) {
   setup_decode(app, action);
   setup_compose(app, action);
   setup_version(app, action);
+  setup_bench(app, action);
 
   try {
     app.parse(argc, argv);

@@ -1,0 +1,24 @@
+// zaptid bench: a load generator against any zaptid or zaptidgen server.
+#pragma once
+
+#include <string>
+
+#include "common.h"
+
+namespace zaptid::cli {
+
+struct BenchOptions {
+  std::string server = "localhost:8888";
+  int connections = 1;
+  int concurrency = 1;
+  std::string duration = "5s";
+  std::string method = "gen";
+  uint32_t batch_size = 1000;
+  std::string timeout = "1s";
+  std::string format = "text";
+};
+
+void setup_bench(CLI::App& app, Action& action);
+int run_bench(const BenchOptions& opt);
+
+}  // namespace zaptid::cli
