@@ -51,7 +51,7 @@ _zaptid()
         get) opts="--help -s --server -n --count --timeout --format --decode $tls_client_opts $log_opts" ;;
         bench)
             opts="--help --server -c --connections -m --concurrency -d --duration --method --batch-size
-                --timeout --format $tls_client_opts $log_opts"
+                --timeout --format $log_opts"
             ;;
         version) opts="--help $log_opts" ;;
         *) return ;;
