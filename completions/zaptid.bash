@@ -83,7 +83,7 @@ _zaptid()
             return
             ;;
         --machine-id-from)
-            COMPREPLY=($(compgen -W "etcd" -- "$cur"))
+            COMPREPLY=($(compgen -W "local etcd" -- "$cur"))
             return
             ;;
         --time)

@@ -52,7 +52,7 @@ complete -c zaptid -n '__fish_seen_subcommand_from serve' -l max-batch -x -d 'La
 complete -c zaptid -n '__fish_seen_subcommand_from serve' -l shutdown-timeout -x -d 'Time to finish calls in flight'
 complete -c zaptid -n '__fish_seen_subcommand_from serve' -l tls-key -r -F -d 'Private key file'
 complete -c zaptid -n '__fish_seen_subcommand_from serve' -l tls-client-ca -r -F -d 'CA for client certificates'
-complete -c zaptid -n '__fish_seen_subcommand_from serve' -l machine-id-from -x -a etcd -d 'Where the machine id comes from'
+complete -c zaptid -n '__fish_seen_subcommand_from serve' -l machine-id-from -x -a 'local etcd' -d 'Where the machine id comes from'
 complete -c zaptid -n '__fish_seen_subcommand_from serve' -l etcd-endpoints -x -d 'etcd endpoints, host:port,...'
 complete -c zaptid -n '__fish_seen_subcommand_from serve' -l etcd-prefix -x -d 'etcd key prefix'
 complete -c zaptid -n '__fish_seen_subcommand_from serve' -l lease-ttl -x -d 'etcd lease time to live'
