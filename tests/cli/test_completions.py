@@ -159,7 +159,10 @@ class CompletionTests:
         return self.shell.complete(line)
 
     def test_subcommand_prefix(self):
-        self.assertEqual(sorted(self.complete("zaptid ge")), ["gen", "get"])
+        # gen and get once get is in the binary: what `zaptid --help` lists, never more.
+        expected = sorted(s for s in subcommands() if s.startswith("ge"))
+        self.assertIn("gen", expected)
+        self.assertEqual(sorted(self.complete("zaptid ge")), expected)
 
     def test_subcommands_are_the_binarys(self):
         self.assertEqual(sorted(self.complete("zaptid ")), sorted(subcommands()))
@@ -182,7 +185,8 @@ class CompletionTests:
                          sorted(["trace", "debug", "info", "warn", "error", "critical", "off"]))
 
     def test_after_global_options(self):
-        self.assertEqual(sorted(self.complete("zaptid --log-format json g")), ["gen", "get"])
+        self.assertEqual(sorted(self.complete("zaptid --log-format json g")),
+                         sorted(s for s in subcommands() if s.startswith("g")))
 
     def test_no_options_as_values(self):
         # A value is expected: offering options or subcommands here would be wrong.
