@@ -25,7 +25,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.fallthrough();
   app.set_version_flag("--version", std::string("zaptid ") + std::string(kVersion));
-  app.footer("Exit status: 0 ok, 1 failure, 2 usage error, 3 bad input, 4 server error.\n"
+  app.footer("Each subcommand's --help shows its options' defaults (=...) and environment variables (Env:...).\n"
+             "Exit status: 0 ok, 1 failure, 2 usage error, 3 bad input, 4 server error. More: man zaptid\n"
              "Example: zaptid gen --count 3 | zaptid decode");
   LogOptions log;
   add_log_options(app, log);

@@ -40,6 +40,7 @@ void setup_decode(CLI::App& app, Action& action) {
       ->transform(names_only({{"text", static_cast<int>(DecodeFormat::kText)},
                               {"json", static_cast<int>(DecodeFormat::kJson)},
                               {"tsv", static_cast<int>(DecodeFormat::kTsv)}}))
+      ->type_name("text|json|tsv")
       ->default_str("text");
   add_layout_options(*sub, opt->layout);
   sub->footer("Example: zaptid decode 647842057989128197\n         zaptid gen --count 5 | zaptid decode --format json");

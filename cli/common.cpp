@@ -65,8 +65,8 @@ void add_identity_options(CLI::App& app, IdentityOptions& opt) {
                  "Machine id (env ZAPTID_MACHINE_ID); default: low bits of the host's private IPv4")
       ->group(group);
   app.add_option("--state-dir", opt.state_dir,
-                 "Folder for the host lock and state files; default $XDG_STATE_HOME/zaptid or "
-                 "~/.local/state/zaptid")
+                 "Folder for the host lock and state files; default $XDG_STATE_HOME/zaptid, else "
+                 "~/.local/state/zaptid, else /var/lib/zaptid")
       ->envname("ZAPTID_STATE_DIR")
       ->group(group);
   app.add_option("--max-clock-wait", opt.max_clock_wait,
@@ -141,6 +141,7 @@ void add_id_format_option(CLI::App& app, IdFormat& format) {
       ->transform(names_only({{"dec", static_cast<int>(IdFormat::kDec)},
                               {"hex", static_cast<int>(IdFormat::kHex)},
                               {"json", static_cast<int>(IdFormat::kJson)}}))
+      ->type_name("dec|hex|json")
       ->default_str("dec");
 }
 
