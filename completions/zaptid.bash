@@ -15,7 +15,7 @@ _zaptid()
         cword=$COMP_CWORD
     fi
 
-    local subcommands="gen decode compose bench version"
+    local subcommands="gen get decode compose serve bench version"
     local log_opts="--log-level --log-format"
     local layout_opts="--layout --epoch --time-unit --bits-sequence --bits-machine"
     local identity_opts="--machine-id --state-dir --max-clock-wait --lock-timeout"
@@ -44,6 +44,11 @@ _zaptid()
         gen) opts="--help -n --count --format $layout_opts $identity_opts $log_opts" ;;
         decode) opts="--help --format $layout_opts $log_opts" ;;
         compose) opts="--help --time --tick --sequence --machine-id --max --format $layout_opts $log_opts" ;;
+        serve)
+            opts="--help --listen --lanes --max-batch --shutdown-timeout --tls-cert --tls-key --tls-client-ca
+                $identity_opts $layout_opts $etcd_opts $log_opts"
+            ;;
+        get) opts="--help -s --server -n --count --timeout --format --decode $tls_client_opts $log_opts" ;;
         bench)
             opts="--help --server -c --connections -m --concurrency -d --duration --method --batch-size
                 --timeout --format $log_opts"

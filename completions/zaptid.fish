@@ -1,13 +1,15 @@
 # fish completion for zaptid. Installed as /usr/share/fish/vendor_completions.d/zaptid.fish.
 # Keep in step with `zaptid [SUBCOMMAND] --help` (tests/cli/test_completions.py checks it).
 
-set -l subcommands gen decode compose bench version
+set -l subcommands gen get decode compose serve bench version
 
 # Nothing but the subcommands (and files never) before a subcommand is given.
 complete -c zaptid -f
 complete -c zaptid -n "not __fish_seen_subcommand_from $subcommands" -a gen -d 'Generate IDs locally, without a server'
+complete -c zaptid -n "not __fish_seen_subcommand_from $subcommands" -a get -d 'Get IDs from a zaptid or zaptidgen server'
 complete -c zaptid -n "not __fish_seen_subcommand_from $subcommands" -a decode -d 'Split IDs into time, sequence and machine id'
 complete -c zaptid -n "not __fish_seen_subcommand_from $subcommands" -a compose -d 'Build the ID of given parts'
+complete -c zaptid -n "not __fish_seen_subcommand_from $subcommands" -a serve -d 'Run the gRPC server'
 complete -c zaptid -n "not __fish_seen_subcommand_from $subcommands" -a bench -d 'Load-test a server'
 complete -c zaptid -n "not __fish_seen_subcommand_from $subcommands" -a version -d 'Print the version'
 complete -c zaptid -n "not __fish_seen_subcommand_from $subcommands" -l version -d 'Print the version and exit'
