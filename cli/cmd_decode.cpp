@@ -10,26 +10,6 @@
 #include "core/parse.h"
 
 namespace zaptid::cli {
-namespace {
-
-// Maps each name to its enum value for CLI11. Unlike CLI::CheckedTransformer it accepts only the
-// names (not the numbers behind them), and its help and errors show only the names.
-CLI::Validator names_only(const std::map<std::string, int>& names) {
-  std::vector<std::string> keys;
-  for (const auto& [name, value] : names) keys.push_back(name);
-  const std::string list = fmt::format("{}", fmt::join(keys, ", "));
-  return CLI::Validator(
-      [names, list](std::string& text) {
-        const auto it = names.find(text);
-        if (it == names.end()) return fmt::format("'{}' is not one of {}", text, list);
-        text = std::to_string(it->second);
-        return std::string();
-      },
-      fmt::format("{{{}}}", fmt::join(keys, ",")));
-}
-
-}  // namespace
-
 void setup_decode(CLI::App& app, Action& action) {
   auto opt = std::make_shared<DecodeOptions>();
   auto* sub = app.add_subcommand("decode", "Split IDs into time, sequence and machine id");

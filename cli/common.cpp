@@ -116,8 +116,6 @@ void LocalIssuer::release() {
   if (!st) throw Fatal(kExitFailure, st.message());
 }
 
-namespace {
-
 // Maps each name to its enum value for CLI11. Unlike CLI::CheckedTransformer it accepts only the
 // names (not the numbers behind them), and its help and errors show only the names.
 CLI::Validator names_only(const std::map<std::string, int>& names) {
@@ -134,7 +132,6 @@ CLI::Validator names_only(const std::map<std::string, int>& names) {
       fmt::format("{{{}}}", fmt::join(keys, ",")));
 }
 
-}  // namespace
 
 void add_id_format_option(CLI::App& app, IdFormat& format) {
   app.add_option("--format", format, "Output format: dec, hex (0x, 16 digits) or json")

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -78,6 +79,10 @@ LocalIssuer open_local_issuer(const Layout& layout, const IdentityOptions& opt, 
 
 /// A millisecond duration option value, or Fatal(kExitUsage) naming the option.
 std::chrono::milliseconds duration_ms(const std::string& text, std::string_view option);
+
+/// A CLI11 transform that maps each name to its enum value and accepts only the names
+/// (not CLI::CheckedTransformer's numbers); help and errors show only the names.
+CLI::Validator names_only(const std::map<std::string, int>& names);
 
 /// How IDs are printed: decimal, 0x-prefixed 16-digit hex, or one JSON object per line.
 enum class IdFormat { kDec, kHex, kJson };
