@@ -5,29 +5,16 @@
 #include "core/parse.h"
 
 namespace zaptid::cli {
-namespace {
-
-// CLI11 converts "-1" to 2^64-1 and "0x10" to 16 for a uint64_t option; only plain decimal digits
-// may reach the conversion.
-const CLI::Validator kDecimal(
-    [](std::string& text) {
-      auto v = parse_unsigned(text, UINT64_MAX, "value");
-      return v ? std::string() : v.message();
-    },
-    "", "decimal");
-
-}  // namespace
-
 void setup_compose(CLI::App& app, Action& action) {
   auto opt = std::make_shared<ComposeOptions>();
   auto* sub = app.add_subcommand("compose", "Build the ID of given parts (the inverse of decode)");
   auto* time = sub->add_option("--time", opt->time, "Time: RFC 3339, Unix milliseconds, or 'now'");
   auto* tick = sub->add_option("--tick", opt->tick, "The raw time field (units since the epoch), as decode prints it")
-                   ->check(kDecimal);
+                   ->check(decimal_only());
   time->excludes(tick);
-  sub->add_option("--sequence", opt->sequence, "Sequence (default 0, or the largest with --max)")->check(kDecimal);
+  sub->add_option("--sequence", opt->sequence, "Sequence (default 0, or the largest with --max)")->check(decimal_only());
   sub->add_option("--machine-id", opt->machine_id, "Machine id (default 0, or the largest with --max)")
-      ->check(kDecimal);
+      ->check(decimal_only());
   sub->add_flag("--max", opt->max, "Give unset parts their largest value: the last ID of that time");
   add_id_format_option(*sub, opt->format);
   add_layout_options(*sub, opt->layout);

@@ -5,24 +5,11 @@
 #include "core/parse.h"
 
 namespace zaptid::cli {
-namespace {
-
-// CLI11 converts "-1" to 2^64-1 and "0x10" to 16 for a uint64_t option; only plain decimal digits
-// may reach the conversion.
-const CLI::Validator kDecimal(
-    [](std::string& text) {
-      auto v = parse_unsigned(text, UINT64_MAX, "value");
-      return v ? std::string() : v.message();
-    },
-    "", "decimal");
-
-}  // namespace
-
 void setup_gen(CLI::App& app, Action& action) {
   auto opt = std::make_shared<GenOptions>();
   auto* sub = app.add_subcommand("gen", "Generate IDs locally, without a server");
   sub->add_option("-n,--count", opt->count, "How many IDs to print, one per line")
-      ->check(kDecimal)
+      ->check(decimal_only())
       ->check(CLI::Range(uint64_t{1}, UINT64_MAX))
       ->capture_default_str();
   add_id_format_option(*sub, opt->format);

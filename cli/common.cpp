@@ -133,6 +133,16 @@ CLI::Validator names_only(const std::map<std::string, int>& names) {
 }
 
 
+const CLI::Validator& decimal_only() {
+  static const CLI::Validator check(
+      [](std::string& text) {
+        auto v = parse_unsigned(text, UINT64_MAX, "value");
+        return v ? std::string() : v.message();
+      },
+      "", "decimal");
+  return check;
+}
+
 void add_id_format_option(CLI::App& app, IdFormat& format) {
   app.add_option("--format", format, "Output format: dec, hex (0x, 16 digits) or json")
       ->transform(names_only({{"dec", static_cast<int>(IdFormat::kDec)},

@@ -84,6 +84,10 @@ std::chrono::milliseconds duration_ms(const std::string& text, std::string_view 
 /// (not CLI::CheckedTransformer's numbers); help and errors show only the names.
 CLI::Validator names_only(const std::map<std::string, int>& names);
 
+/// A CLI11 check for unsigned options: only plain decimal digits (CLI11 itself turns "-1" into
+/// 2^64-1 and "0x10" into 16 for a uint64_t option).
+const CLI::Validator& decimal_only();
+
 /// How IDs are printed: decimal, 0x-prefixed 16-digit hex, or one JSON object per line.
 enum class IdFormat { kDec, kHex, kJson };
 /// CLI11 transform mapping "dec"/"hex"/"json".
