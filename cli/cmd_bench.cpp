@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "bench_load.h"
+#include "client/channel.h"
 #include "idgen.grpc.pb.h"
 
 namespace zaptid::cli {
@@ -125,12 +126,17 @@ int run_bench(const BenchOptions& opt) {
   load.batch_size = load.batch ? opt.batch_size : 1;
   if (load.duration.count() <= 0) throw Fatal(kExitUsage, "--duration must be longer than 0");
   if (load.timeout.count() <= 0) throw Fatal(kExitUsage, "--timeout must be longer than 0");
+  // Same resolver and target rules as get: a comma list of host:port is balanced round-robin.
+  client::use_native_dns_resolver();
+  auto target = client::target_for(opt.server);
+  if (!target) throw Fatal(kExitUsage, target.message());
   for (int i = 0; i < opt.connections; ++i) {
     grpc::ChannelArguments args;
     args.SetInt("zaptid.bench.connection", i);  // distinct arguments: a connection of its own
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
     args.SetMaxReceiveMessageSize(-1);
-    load.channels.push_back(grpc::CreateCustomChannel(opt.server, grpc::InsecureChannelCredentials(), args));
+    args.SetLoadBalancingPolicyName("round_robin");
+    load.channels.push_back(grpc::CreateCustomChannel(*target, grpc::InsecureChannelCredentials(), args));
   }
   const Ceiling ceiling = learn_ceiling(load.channels.front(), opt.server, load.timeout);
   const LoadResult r = run_load(load);
