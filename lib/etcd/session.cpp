@@ -303,7 +303,10 @@ void Session::reclaim() {
     if (st) {
       const auto now = claims();
       std::string ids;
-      for (const auto& c : now) ids += (ids.empty() ? "" : ",") + std::to_string(c.id);
+      for (const auto& c : now) {
+        if (!ids.empty()) ids += ',';
+        ids += std::to_string(c.id);  // appended, not "," + string: g++ 12 -O3 warns falsely (-Wrestrict)
+      }
       spdlog::info("claimed machine id {} again under etcd lease {:x}", ids, lease_.load());
       if (events_.on_reclaimed) events_.on_reclaimed(now);
       confirmed_until_.store(t0 + ttl_ms_.load());
