@@ -55,19 +55,6 @@ void print_text(const BenchOptions& opt, const LoadResult& r, const Ceiling& c) 
   for (const auto& [e, n] : r.errors) fmt::print("error     {} x {}\n", n, e);
 }
 
-std::string json_escape(const std::string& s) {
-  std::string out;
-  for (char ch : s) {
-    if (ch == '"' || ch == '\\') out.push_back('\\');
-    if (static_cast<unsigned char>(ch) < 0x20) {
-      out += fmt::format("\\u{:04x}", static_cast<unsigned>(ch));
-    } else {
-      out.push_back(ch);
-    }
-  }
-  return out;
-}
-
 void print_json(const BenchOptions& opt, const LoadResult& r, const Ceiling& c) {
   const double rps = r.seconds > 0 ? static_cast<double>(r.ok) / r.seconds : 0;
   const double ips = r.seconds > 0 ? static_cast<double>(r.ids) / r.seconds : 0;

@@ -88,6 +88,9 @@ CLI::Validator names_only(const std::map<std::string, int>& names);
 /// 2^64-1 and "0x10" into 16 for a uint64_t option).
 const CLI::Validator& decimal_only();
 
+/// `text` escaped for the inside of a JSON string (quotes, backslashes, control characters).
+std::string json_escape(std::string_view text);
+
 /// How IDs are printed: decimal, 0x-prefixed 16-digit hex, or one JSON object per line.
 enum class IdFormat { kDec, kHex, kJson };
 /// CLI11 transform mapping "dec"/"hex"/"json".
