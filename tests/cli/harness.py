@@ -50,6 +50,17 @@ class ZaptidTestCase(unittest.TestCase):
         self.addCleanup(stop)
         return proc
 
+    def assertClosedPipeIsQuiet(self, *args):
+        """Runs zaptid with args, reads one line and closes stdout: it must end with status 0 and
+        nothing on stderr, the way `zaptid … | head -1` should."""
+        p = subprocess.Popen([ZAPTID, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env)
+        first = p.stdout.readline()
+        p.stdout.close()
+        _, err = p.communicate(timeout=60)
+        self.assertTrue(first.strip().isdigit(), first)
+        self.assertEqual(err, b"")
+        self.assertEqual(p.returncode, 0)
+
     def assertFails(self, result, status, message):
         """Asserts exit status `status` and exactly one stderr line starting 'zaptid: ' containing message."""
         self.assertEqual(result.returncode, status, result.stderr)
