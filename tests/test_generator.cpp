@@ -415,6 +415,24 @@ TEST_CASE("generator::reserver") {
     CHECK(reserver.high.load() == ((kT + 153 + 50) << 8 | 255));
     CHECK_FALSE(reserver.went_back.load());
   }
+  SUBCASE("needs_reservation() foretells the calls that record a new window") {
+    auto gen = make(o);
+    CHECK(gen->needs_reservation(1));  // nothing recorded yet
+    next_id(*gen);
+    REQUIRE(reserver.calls.load() == 1);
+    CHECK_FALSE(gen->needs_reservation(1));
+    // The window reaches the end of tick kT + 50; the current tick is kT.
+    const uint64_t left = ((kT + 51) << 8) - (*gen->last_reserved() + 1);
+    CHECK_FALSE(gen->needs_reservation(left));
+    CHECK(gen->needs_reservation(left + 1));
+    clock.set(sonyflake_tick_start(kT + 51));  // the clock passed the window
+    CHECK(gen->needs_reservation(1));
+    next_id(*gen);
+    CHECK(reserver.calls.load() == 2);
+    CHECK_FALSE(gen->needs_reservation(1));
+    GeneratorOptions plain = options(clock);
+    CHECK_FALSE(make(plain)->needs_reservation(1));  // no reserver: never
+  }
   SUBCASE("a failing reserver stops issuing") {
     reserver.fail_after = 1;
     auto gen = make(o);

@@ -99,6 +99,14 @@ Result<Block> Generator::reserve(uint64_t count) {
   return block;
 }
 
+bool Generator::needs_reservation(uint64_t count) const {
+  if (opt_.reserver == nullptr || count == 0) return false;
+  auto now = current_tick();
+  const Cursor floor = now ? *now << seq_bits_ : 0;
+  const Cursor last = std::max(next_.load(std::memory_order_relaxed), floor) + (count - 1);
+  return last >= persisted_.load(std::memory_order_acquire);
+}
+
 Status Generator::persist_through(Cursor last) {
   std::lock_guard lock(persist_mu_);
   if (last < persisted_.load(std::memory_order_relaxed)) return Ok{};  // another thread covered it

@@ -72,6 +72,11 @@ class Generator {
   /// reserver's error. The IDs may not be ready yet: see ready_at() and wait_ready().
   Result<Block> reserve(uint64_t count);
 
+  /// True when reserve(count) now would first record a new high-water with the reserver (a
+  /// file write, or an etcd round trip), so a caller that must not block can hand the call to a
+  /// thread that may. A hint: other threads move the cursor meanwhile. Reads the clock.
+  bool needs_reservation(uint64_t count) const;
+
   /// The wall-clock time at which every ID of `block` may be handed out: the start of its last
   /// tick. The block may be ready earlier when the clock showed that tick and then stepped back.
   Nanos ready_at(const Block& block) const;
