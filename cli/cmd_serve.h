@@ -19,6 +19,8 @@ struct ServeOptions {
   std::vector<std::string> listen{"0.0.0.0:8888"};
   uint32_t lanes = 1;
   uint32_t max_batch = 0;  ///< 0: server::default_max_batch(layout)
+  uint32_t threads = 1;    ///< completion queues, one thread each
+  uint32_t max_streams = 32;  ///< HTTP/2 concurrent streams per connection
   std::string shutdown_timeout = "5s";
   std::string tls_cert;
   std::string tls_key;

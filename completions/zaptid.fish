@@ -49,6 +49,8 @@ complete -c zaptid -n '__fish_seen_subcommand_from compose' -l max -d 'Give unse
 complete -c zaptid -n '__fish_seen_subcommand_from serve' -l listen -x -d 'Address: host:port, [::]:port or unix:/path'
 complete -c zaptid -n '__fish_seen_subcommand_from serve' -l lanes -x -d 'Machine ids this server holds'
 complete -c zaptid -n '__fish_seen_subcommand_from serve' -l max-batch -x -d 'Largest batch one call may ask for'
+complete -c zaptid -n '__fish_seen_subcommand_from serve' -l threads -x -d 'Threads that serve requests'
+complete -c zaptid -n '__fish_seen_subcommand_from serve' -l max-streams -x -d 'Calls one connection may have open at once'
 complete -c zaptid -n '__fish_seen_subcommand_from serve' -l shutdown-timeout -x -d 'Time to finish calls in flight'
 complete -c zaptid -n '__fish_seen_subcommand_from serve' -l tls-key -r -F -d 'Private key file'
 complete -c zaptid -n '__fish_seen_subcommand_from serve' -l tls-client-ca -r -F -d 'CA for client certificates'

@@ -7,7 +7,10 @@
 #include <fmt/format.h>
 #include <future>
 #include <map>
+#include <thread>
 
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "idgen.grpc.pb.h"
 #include "server/id_service.h"
 
 namespace zaptid::server {
@@ -18,8 +21,36 @@ using namespace std::chrono_literals;
 // 2026-01-01T00:00:00Z
 constexpr Nanos kNow = 1'767'225'600'000'000'000ns;
 
+// A reserver that holds every reserve_through() until released, like etcd during an election.
+class GateReserver final : public Reserver {
+ public:
+  Status reserve_through(Cursor /*through*/) override {
+    std::unique_lock lock(mu_);
+    ++entered_;
+    cv_.notify_all();
+    cv_.wait(lock, [this] { return open_; });
+    return Ok{};
+  }
+  bool wait_entered(int n) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, 10s, [&] { return entered_ >= n; });
+  }
+  void open() {
+    std::lock_guard lock(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int entered_ = 0;
+  bool open_ = false;
+};
+
 struct Fixture {
   FakeClock clock{kNow};
+  Reserver* reserver = nullptr;
   Layout layout = make_layout("sonyflake", {}, std::nullopt).value();
   std::unique_ptr<IdService> service;
   std::unique_ptr<grpc::Server> server;
@@ -30,22 +61,23 @@ struct Fixture {
     g.layout = layout;
     g.machine_id = machine_id;
     g.clock = &clock;
+    g.reserver = reserver;
     return std::shared_ptr<Generator>(Generator::create(g).value().release());
   }
 
-  explicit Fixture(std::vector<uint64_t> machine_ids) {
+  explicit Fixture(std::vector<uint64_t> machine_ids, Reserver* r = nullptr) : reserver(r) {
     ServiceOptions o;
     for (uint64_t id : machine_ids) o.lanes.push_back(generator(id));
     o.clock = &clock;
     service = IdService::create(std::move(o)).value();
     grpc::ServerBuilder builder;
-    builder.RegisterService(service.get());
+    service->add_to(builder, {});
     server = builder.BuildAndStart();
+    service->start();
     stub = idgen::IdGen::NewStub(server->InProcessChannel(grpc::ChannelArguments()));
   }
   ~Fixture() {
-    server->Shutdown(std::chrono::system_clock::now() + 5s);
-    service->stop();
+    service->shutdown(*server, std::chrono::system_clock::now() + 5s);
   }
 
   grpc::Status gen(uint64_t& id) {
@@ -134,6 +166,79 @@ TEST_CASE("server::IdService availability") {
   CHECK(id != 0);
 }
 
+TEST_CASE("server::IdService keeps serving while a reservation blocks") {
+  // The first Gen must record a high-water first; the reserver holds it (etcd electing a
+  // leader). Meanwhile the one serving thread still answers health checks and Info.
+  GateReserver gate;
+  Fixture f({5}, &gate);
+  std::promise<grpc::Status> done;
+  grpc::ClientContext ctx;
+  idgen::IdRequest req;
+  idgen::IdResponse resp;
+  f.stub->async()->Gen(&ctx, &req, &resp, [&](grpc::Status st) { done.set_value(st); });
+  REQUIRE(gate.wait_entered(1));
+  auto health = grpc::health::v1::Health::NewStub(f.server->InProcessChannel(grpc::ChannelArguments()));
+  grpc::ClientContext hctx;
+  hctx.set_deadline(std::chrono::system_clock::now() + 10s);
+  grpc::health::v1::HealthCheckResponse hresp;
+  CHECK(health->Check(&hctx, {}, &hresp).ok());
+  CHECK(hresp.status() == grpc::health::v1::HealthCheckResponse::SERVING);
+  grpc::ClientContext ictx;
+  idgen::InfoResponse info;
+  CHECK(f.stub->Info(&ictx, {}, &info).ok());
+  auto result = done.get_future();
+  CHECK(result.wait_for(0s) == std::future_status::timeout);
+  gate.open();
+  REQUIRE(result.wait_for(10s) == std::future_status::ready);
+  CHECK(result.get().ok());
+  CHECK((resp.id() & 0xFFFF) == 5);
+}
+
+TEST_CASE("server::IdService health: Check, and Watch following availability until shutdown") {
+  namespace health = grpc::health::v1;
+  using Serving = health::HealthCheckResponse;
+  Fixture f({5});
+  auto stub = health::Health::NewStub(f.server->InProcessChannel(grpc::ChannelArguments()));
+  auto check = [&](const std::string& service) {
+    grpc::ClientContext ctx;
+    health::HealthCheckRequest req;
+    req.set_service(service);
+    health::HealthCheckResponse resp;
+    const auto st = stub->Check(&ctx, req, &resp);
+    return st.ok() ? static_cast<int>(resp.status()) : -static_cast<int>(st.error_code());
+  };
+  CHECK(check("") == Serving::SERVING);
+  CHECK(check("idgen.IdGen") == Serving::SERVING);
+  CHECK(check("no.Such") == -grpc::StatusCode::NOT_FOUND);
+
+  grpc::ClientContext ctx;
+  health::HealthCheckRequest req;
+  req.set_service("idgen.IdGen");
+  auto watch = stub->Watch(&ctx, req);
+  health::HealthCheckResponse resp;
+  REQUIRE(watch->Read(&resp));
+  CHECK(resp.status() == Serving::SERVING);
+  f.service->set_unavailable("lease lost");
+  REQUIRE(watch->Read(&resp));
+  CHECK(resp.status() == Serving::NOT_SERVING);
+  CHECK(check("") == Serving::NOT_SERVING);
+  f.service->set_unavailable("still lost");  // no change, nothing sent
+  f.service->set_available();
+  REQUIRE(watch->Read(&resp));
+  CHECK(resp.status() == Serving::SERVING);
+
+  // Shutdown ends the stream: NOT_SERVING, then UNAVAILABLE; the server stops at once rather
+  // than waiting out the deadline for the open stream.
+  std::thread stopper([&] { f.service->shutdown(*f.server, std::chrono::system_clock::now() + 60s); });
+  REQUIRE(watch->Read(&resp));
+  CHECK(resp.status() == Serving::NOT_SERVING);
+  CHECK(!watch->Read(&resp));
+  const auto st = watch->Finish();
+  CHECK(st.error_code() == grpc::StatusCode::UNAVAILABLE);
+  CHECK(st.error_message() == "the server is shutting down");
+  stopper.join();
+}
+
 TEST_CASE("server::IdService maps generator errors") {
   Fixture f({5});
   uint64_t id = 0;
@@ -172,7 +277,7 @@ TEST_CASE("server::IdService finishes waiting calls when their tick comes, or on
   f.stub->async()->GenBatch(&ctx2, &req, &resp2, [&](grpc::Status st) { stopped.set_value(st); });
   auto result2 = stopped.get_future();
   CHECK(result2.wait_for(50ms) == std::future_status::timeout);
-  f.service->stop();
+  f.service->stop_waiting();
   REQUIRE(result2.wait_for(10s) == std::future_status::ready);
   const auto st = result2.get();
   CHECK(st.error_code() == grpc::StatusCode::UNAVAILABLE);

@@ -2,22 +2,410 @@
 
 #include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
-#include <grpcpp/health_check_service_interface.h>
+#include <pthread.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <thread>
 
 #include "core/parse.h"
 #include "core/version.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
+#include "idgen.grpc.pb.h"
+#include "server/reflection.h"
 
 namespace zaptid::server {
+
+namespace health = grpc::health::v1;
+namespace reflection = grpc::reflection::v1alpha;
+
 namespace {
 
 constexpr const char* kServiceName = "idgen.IdGen";
 
+// Calls requested ahead on each queue, per method: gRPC hands an incoming call to a requested
+// one at once and queues it otherwise. Each match requests a replacement.
+constexpr int kGenAhead = 32;
+constexpr int kBatchAhead = 8;
+constexpr int kOtherAhead = 2;
+
 grpc::Status unavailable_status(std::string message) { return {grpc::StatusCode::UNAVAILABLE, std::move(message)}; }
 
 }  // namespace
+
+/// Runs the rare reservations that must first record a new high-water (a file write, or an
+/// etcd round trip that can take seconds while etcd elects a leader) off the completion-queue
+/// threads, so that those keep answering health checks and every other call meanwhile. One
+/// thread, in order; stop() runs what is queued and joins.
+class Worker {
+ public:
+  Worker() : thread_([this] { run(); }) { pthread_setname_np(thread_.native_handle(), "zaptid-reserve"); }
+  ~Worker() { stop(); }
+  /// Queues `job`; false (and `job` dropped) once stop() began.
+  bool post(std::function<void()> job) {
+    std::lock_guard lock(mu_);
+    if (stopping_) return false;
+    jobs_.push_back(std::move(job));
+    cv_.notify_one();
+    return true;
+  }
+  void stop() {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+      cv_.notify_one();
+    }
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void run() {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
+      if (jobs_.empty()) return;  // stopping, and nothing left
+      auto job = std::move(jobs_.front());
+      jobs_.pop_front();
+      lock.unlock();
+      job();
+      lock.lock();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> jobs_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+/// Everything a completion queue hands back is a Tag: proceed() gets the event's `ok`.
+class Tag {
+ public:
+  virtual void proceed(bool ok) = 0;
+
+ protected:
+  ~Tag() = default;
+};
+
+/// A completion queue, the thread that serves it, and whether new calls may still be requested
+/// on it (requesting on a shut-down queue is a crash, so it is checked under `mu`).
+class Queue {
+ public:
+  std::unique_ptr<grpc::ServerCompletionQueue> cq;
+  std::mutex mu;
+  bool open = true;
+  std::thread thread;
+
+  void run() {
+    void* tag = nullptr;
+    bool ok = false;
+    while (cq->Next(&tag, &ok)) static_cast<Tag*>(tag)->proceed(ok);
+  }
+};
+
+struct Services {
+  explicit Services(Reflection r) : answers(std::move(r)) {}
+  idgen::IdGen::AsyncService idgen;
+  health::Health::AsyncService health;
+  reflection::ServerReflection::AsyncService reflection;
+  const Reflection answers;
+};
+
+template <class C>
+void IdService::request(Queue& queue) {
+  std::lock_guard lock(queue.mu);
+  if (queue.open) new C(*this, queue);  // owns itself from here; deletes itself when done
+}
+
+/// A unary call: requested in the constructor, handled once matched, deleted once finished.
+/// Derived classes implement handle(), which must lead to exactly one finish(), from any thread.
+template <class Derived, class Request, class Response>
+class UnaryCall : public Tag {
+ public:
+  void proceed(bool ok) override {
+    if (finishing_ || !ok) {  // finished (sent or not), or never matched: the server is stopping
+      delete static_cast<Derived*>(this);
+      return;
+    }
+    service_.request<Derived>(queue_);
+    static_cast<Derived*>(this)->handle();
+  }
+
+ protected:
+  UnaryCall(IdService& service, Queue& queue) : service_(service), queue_(queue) {}
+  ~UnaryCall() = default;
+
+  void finish(const grpc::Status& status) {
+    finishing_ = true;
+    if (status.ok()) {
+      writer_.Finish(response_, status, static_cast<Tag*>(this));
+    } else {
+      writer_.FinishWithError(status, static_cast<Tag*>(this));
+    }
+  }
+
+  IdService& service_;
+  Queue& queue_;
+  grpc::ServerContext ctx_;
+  Request request_;
+  Response response_;
+  grpc::ServerAsyncResponseWriter<Response> writer_{&ctx_};
+  bool finishing_ = false;
+};
+
+/// A call that asks for IDs (Gen or GenBatch): IdService::issue() reserves them and then calls
+/// deliver() or fail(), now or from the waiter thread.
+class IssueCall {
+ public:
+  virtual void deliver(const Generator& generator, const Block& block) = 0;
+  virtual void fail(const grpc::Status& status) = 0;
+  std::chrono::system_clock::time_point deadline() const { return deadline_; }
+  virtual const char* name() const = 0;
+
+ protected:
+  ~IssueCall() = default;
+  std::chrono::system_clock::time_point deadline_;
+};
+
+namespace {
+
+class GenCall final : public UnaryCall<GenCall, idgen::IdRequest, idgen::IdResponse>, public IssueCall {
+ public:
+  GenCall(IdService& service, Queue& queue) : UnaryCall(service, queue) {
+    service.services().idgen.RequestGen(&ctx_, &request_, &writer_, queue.cq.get(), queue.cq.get(),
+                                        static_cast<Tag*>(this));
+  }
+  void handle() {
+    deadline_ = ctx_.deadline();
+    service_.issue(*this, 1);
+  }
+  void deliver(const Generator& generator, const Block& block) override {
+    response_.set_id(generator.id_at(block.first));
+    finish(grpc::Status::OK);
+  }
+  void fail(const grpc::Status& status) override { finish(status); }
+  const char* name() const override { return "Gen"; }
+};
+
+class BatchCall final : public UnaryCall<BatchCall, idgen::BatchRequest, idgen::BatchResponse>, public IssueCall {
+ public:
+  BatchCall(IdService& service, Queue& queue) : UnaryCall(service, queue) {
+    service.services().idgen.RequestGenBatch(&ctx_, &request_, &writer_, queue.cq.get(), queue.cq.get(),
+                                             static_cast<Tag*>(this));
+  }
+  void handle() {
+    const uint32_t count = request_.count();
+    if (count == 0 || count > service_.max_batch()) {
+      finish({grpc::StatusCode::INVALID_ARGUMENT,
+              fmt::format("count must be from 1 to {} (the server's --max-batch), not {}", service_.max_batch(), count)});
+      return;
+    }
+    deadline_ = ctx_.deadline();
+    service_.issue(*this, count);
+  }
+  void deliver(const Generator& generator, const Block& block) override {
+    auto* ids = response_.mutable_ids();
+    ids->Resize(static_cast<int>(block.count), 0);
+    generator.write_ids(block, ids->mutable_data());
+    finish(grpc::Status::OK);
+  }
+  void fail(const grpc::Status& status) override { finish(status); }
+  const char* name() const override { return "GenBatch"; }
+};
+
+class InfoCall final : public UnaryCall<InfoCall, idgen::InfoRequest, idgen::InfoResponse> {
+ public:
+  InfoCall(IdService& service, Queue& queue) : UnaryCall(service, queue) {
+    service.services().idgen.RequestInfo(&ctx_, &request_, &writer_, queue.cq.get(), queue.cq.get(), static_cast<Tag*>(this));
+  }
+  void handle() {
+    service_.fill_info(response_);
+    finish(grpc::Status::OK);
+  }
+};
+
+class CheckCall final : public UnaryCall<CheckCall, health::HealthCheckRequest, health::HealthCheckResponse> {
+ public:
+  CheckCall(IdService& service, Queue& queue) : UnaryCall(service, queue) {
+    service.services().health.RequestCheck(&ctx_, &request_, &writer_, queue.cq.get(), queue.cq.get(), static_cast<Tag*>(this));
+  }
+  void handle() {
+    const int status = service_.health_status(request_.service());
+    if (status == health::HealthCheckResponse::SERVICE_UNKNOWN) {
+      finish({grpc::StatusCode::NOT_FOUND, fmt::format("unknown service '{}'", request_.service())});
+      return;
+    }
+    response_.set_status(static_cast<health::HealthCheckResponse::ServingStatus>(status));
+    finish(grpc::Status::OK);
+  }
+};
+
+/// ServerReflectionInfo: a stream of requests, each answered in turn, until the client closes.
+class ReflectionCall final : public Tag {
+ public:
+  ReflectionCall(IdService& service, Queue& queue) : service_(service), queue_(queue) {
+    service.services().reflection.RequestServerReflectionInfo(&ctx_, &stream_, queue.cq.get(), queue.cq.get(), static_cast<Tag*>(this));
+  }
+  void proceed(bool ok) override {
+    switch (state_) {
+      case State::kRequested:
+        if (!ok) break;
+        service_.request<ReflectionCall>(queue_);
+        read();
+        return;
+      case State::kReading:
+        if (!ok) {  // the client closed its side (or the call broke): done
+          finish();
+          return;
+        }
+        response_ = service_.services().answers.answer(request_);
+        state_ = State::kWriting;
+        stream_.Write(response_, static_cast<Tag*>(this));
+        return;
+      case State::kWriting:
+        if (ok) {
+          read();
+        } else {
+          finish();
+        }
+        return;
+      case State::kFinishing:
+        break;
+    }
+    delete this;
+  }
+
+ private:
+  enum class State { kRequested, kReading, kWriting, kFinishing };
+  void read() {
+    state_ = State::kReading;
+    stream_.Read(&request_, static_cast<Tag*>(this));
+  }
+  void finish() {
+    state_ = State::kFinishing;
+    stream_.Finish(grpc::Status::OK, static_cast<Tag*>(this));
+  }
+
+  IdService& service_;
+  Queue& queue_;
+  grpc::ServerContext ctx_;
+  grpc::ServerAsyncReaderWriter<reflection::ServerReflectionResponse, reflection::ServerReflectionRequest> stream_{
+      &ctx_};
+  reflection::ServerReflectionRequest request_;
+  reflection::ServerReflectionResponse response_;
+  State state_ = State::kRequested;
+};
+
+}  // namespace
+
+/// Health Watch: writes the service's status at once and again on every change, until the
+/// client cancels or the server stops (which ends the stream with UNAVAILABLE). One write is in
+/// flight at a time; a change during a write is sent after it. The object goes away once gRPC
+/// reported the call done and no operation of ours is outstanding.
+class WatchCall final : public Tag {
+ public:
+  WatchCall(IdService& service, Queue& queue) : service_(service), queue_(queue) {
+    ctx_.AsyncNotifyWhenDone(static_cast<Tag*>(&done_));
+    service.services().health.RequestWatch(&ctx_, &request_, &writer_, queue.cq.get(), queue.cq.get(), static_cast<Tag*>(this));
+  }
+  const std::string& service_name() const { return request_.service(); }
+
+  /// Sends `status` unless it is what the client last got. Called under the service's lock.
+  void notify(int status) {
+    std::lock_guard lock(mu_);
+    wanted_ = status;
+    pump();
+  }
+  /// Ends the stream with UNAVAILABLE after any pending write. Called under the service's lock.
+  void end() {
+    std::lock_guard lock(mu_);
+    ending_ = true;
+    pump();
+  }
+
+  void proceed(bool ok) override {
+    bool gone = false;
+    {
+      std::unique_lock lock(mu_);
+      if (!matched_) {
+        if (!ok) {  // never matched: the server is stopping, and no done event will come
+          lock.unlock();
+          delete this;
+          return;
+        }
+        matched_ = true;
+        lock.unlock();
+        service_.request<WatchCall>(queue_);
+        service_.watch(this);  // reports the current status through notify()
+        return;
+      }
+      busy_ = false;
+      if (!ok) broken_ = true;  // the call is over; the done event follows
+      pump();
+      gone = done_seen_ && !busy_;
+    }
+    if (gone) delete this;
+  }
+
+ private:
+  // The done event: the call ended (finished or cancelled).
+  class Done final : public Tag {
+   public:
+    explicit Done(WatchCall& call) : call_(call) {}
+    void proceed(bool /*ok*/) override { call_.on_done(); }
+
+   private:
+    WatchCall& call_;
+  };
+
+  void on_done() {
+    service_.unwatch(this);  // before taking mu_: the service's lock comes first
+    bool gone = false;
+    {
+      std::lock_guard lock(mu_);
+      done_seen_ = true;
+      gone = !busy_;
+    }
+    if (gone) delete this;
+  }
+
+  // Starts the next operation if none is in flight. Under mu_.
+  void pump() {
+    if (busy_ || finished_ || broken_ || done_seen_) return;
+    if (wanted_ >= 0 && wanted_ != sent_) {
+      response_.set_status(static_cast<health::HealthCheckResponse::ServingStatus>(wanted_));
+      sent_ = wanted_;
+      busy_ = true;
+      writer_.Write(response_, static_cast<Tag*>(this));
+    } else if (ending_) {
+      finished_ = true;
+      busy_ = true;
+      writer_.Finish(unavailable_status("the server is shutting down"), static_cast<Tag*>(this));
+    }
+  }
+
+  IdService& service_;
+  Queue& queue_;
+  grpc::ServerContext ctx_;
+  health::HealthCheckRequest request_;
+  health::HealthCheckResponse response_;
+  grpc::ServerAsyncWriter<health::HealthCheckResponse> writer_{&ctx_};
+  Done done_{*this};
+  std::mutex mu_;
+  bool matched_ = false;
+  bool busy_ = false;       // a Write or Finish is in flight
+  bool broken_ = false;     // a Write failed: the client is gone
+  bool finished_ = false;   // Finish was started
+  bool ending_ = false;     // the server is stopping
+  bool done_seen_ = false;  // gRPC reported the call done
+  int wanted_ = -1;
+  int sent_ = -1;
+};
 
 grpc::Status to_grpc_status(const Error& e) {
   switch (e.kind) {
@@ -56,22 +444,102 @@ Result<std::unique_ptr<IdService>> IdService::create(ServiceOptions options) {
     return invalid(fmt::format("--max-batch {} is too large (at most {})", max_batch,
                                std::min<uint64_t>(kMaxBatchLimit, block_limit)));
   }
-  return std::unique_ptr<IdService>(new IdService(std::move(options), max_batch));
+  auto answers = Reflection::create({kServiceName, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"});
+  if (!answers) return answers.error();
+  return std::unique_ptr<IdService>(new IdService(std::move(options), max_batch, std::move(*answers)));
 }
 
-IdService::IdService(ServiceOptions options, uint32_t max_batch)
+IdService::IdService(ServiceOptions options, uint32_t max_batch, Reflection answers)
     : opt_(std::move(options)),
       layout_(opt_.lanes.front()->layout()),
       max_batch_(max_batch),
       lanes_(opt_.lanes.size()),
       keep_(opt_.lanes),
+      services_(std::make_unique<Services>(std::move(answers))),
+      worker_(std::make_unique<Worker>()),
       waiter_(*opt_.clock, [this](Pending& p, Outcome o) { finish(p, o); }) {
   for (size_t i = 0; i < opt_.lanes.size(); ++i) lanes_[i].store(opt_.lanes[i].get(), std::memory_order_release);
 }
 
-IdService::~IdService() { stop(); }
+IdService::~IdService() {
+  stop_waiting();
+  close_queues();
+}
 
-void IdService::stop() { waiter_.stop(); }
+void IdService::close_queues() {
+  for (auto& q : queues_) {
+    std::lock_guard lock(q->mu);
+    if (!q->open) continue;
+    q->open = false;
+    q->cq->Shutdown();
+  }
+  for (auto& q : queues_) {
+    if (q->thread.joinable()) {
+      q->thread.join();
+    } else {
+      q->run();  // never started: drain it here
+    }
+  }
+}
+
+void IdService::add_to(grpc::ServerBuilder& builder, const ServingOptions& serving) {
+  builder.RegisterService(&services_->idgen);
+  builder.RegisterService(&services_->health);
+  builder.RegisterService(&services_->reflection);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, static_cast<int>(std::max(serving.max_streams, 1u)));
+  // Per-call channelz counters that nothing here can read (no channelz service is served).
+  builder.AddChannelArgument(GRPC_ARG_ENABLE_CHANNELZ, 0);
+  for (unsigned i = 0; i < std::max(serving.threads, 1u); ++i) {
+    auto q = std::make_unique<Queue>();
+    q->cq = builder.AddCompletionQueue();
+    queues_.push_back(std::move(q));
+  }
+}
+
+void IdService::start() {
+  for (size_t i = 0; i < queues_.size(); ++i) {
+    Queue& q = *queues_[i];
+    for (int k = 0; k < kGenAhead; ++k) request<GenCall>(q);
+    for (int k = 0; k < kBatchAhead; ++k) request<BatchCall>(q);
+    for (int k = 0; k < kOtherAhead; ++k) {
+      request<InfoCall>(q);
+      request<CheckCall>(q);
+      request<WatchCall>(q);
+      request<ReflectionCall>(q);
+    }
+    q.thread = std::thread([&q, i] {
+      pthread_setname_np(pthread_self(), fmt::format("zaptid-cq{}", i).c_str());
+      q.run();
+    });
+  }
+  started_ = true;
+}
+
+void IdService::shutdown(grpc::Server& server, std::chrono::system_clock::time_point deadline) {
+  {
+    std::lock_guard lock(mu_);
+    if (shut_down_) return;
+    shut_down_ = true;
+    shutting_down_.store(true, std::memory_order_release);
+    for (WatchCall* w : watchers_) {
+      w->notify(health::HealthCheckResponse::NOT_SERVING);
+      w->end();
+    }
+  }
+  {
+    // Let the watchers' last words reach their clients before the connections close.
+    std::unique_lock lock(mu_);
+    unwatched_.wait_until(lock, deadline, [this] { return watchers_.empty(); });
+  }
+  server.Shutdown(deadline);
+  stop_waiting();
+  close_queues();
+}
+
+void IdService::stop_waiting() {
+  worker_->stop();  // its calls either finish now or join the waiter's queue
+  waiter_.stop();
+}
 
 void IdService::set_unavailable(std::string reason) {
   std::lock_guard lock(mu_);
@@ -86,17 +554,30 @@ void IdService::set_available() {
   publish_health();
 }
 
-void IdService::attach_health(grpc::HealthCheckServiceInterface* health) {
-  std::lock_guard lock(mu_);
-  health_ = health;
-  publish_health();
+int IdService::health_status(const std::string& service) const {
+  if (!service.empty() && service != kServiceName) return health::HealthCheckResponse::SERVICE_UNKNOWN;
+  return available() && !shutting_down_.load(std::memory_order_acquire) ? health::HealthCheckResponse::SERVING
+                                        : health::HealthCheckResponse::NOT_SERVING;
 }
 
 void IdService::publish_health() {
-  if (health_ == nullptr) return;
-  const bool serving = available_.load(std::memory_order_acquire);
-  health_->SetServingStatus(serving);
-  health_->SetServingStatus(kServiceName, serving);
+  for (WatchCall* w : watchers_) w->notify(health_status(w->service_name()));
+}
+
+void IdService::watch(WatchCall* watcher) {
+  std::lock_guard lock(mu_);
+  watcher->notify(health_status(watcher->service_name()));
+  if (shutting_down_.load(std::memory_order_acquire)) {
+    watcher->end();
+  } else {
+    watchers_.push_back(watcher);
+  }
+}
+
+void IdService::unwatch(WatchCall* watcher) {
+  std::lock_guard lock(mu_);
+  watchers_.erase(std::remove(watchers_.begin(), watchers_.end(), watcher), watchers_.end());
+  if (watchers_.empty()) unwatched_.notify_all();
 }
 
 Status IdService::replace_lane(size_t index, std::shared_ptr<Generator> generator) {
@@ -115,53 +596,28 @@ std::vector<uint64_t> IdService::machine_ids() const {
   return ids;
 }
 
-grpc::ServerUnaryReactor* IdService::Gen(grpc::CallbackServerContext* ctx, const idgen::IdRequest* /*request*/,
-                                         idgen::IdResponse* response) {
-  auto* reactor = ctx->DefaultReactor();
-  issue(ctx, reactor, 1, response, false);
-  return reactor;
+void IdService::fill_info(idgen::InfoResponse& response) const {
+  response.set_version(std::string(kVersion));
+  response.set_layout(layout_.name);
+  response.set_epoch_unix_ms(layout_.epoch_ms);
+  response.set_time_unit_ms(static_cast<uint32_t>(layout_.unit_ms));
+  response.set_bits_time(static_cast<uint32_t>(layout_.bits_time));
+  response.set_bits_sequence(static_cast<uint32_t>(layout_.bits_sequence));
+  response.set_bits_machine(static_cast<uint32_t>(layout_.bits_machine));
+  response.set_machine_above_sequence(layout_.machine_above_sequence);
+  for (uint64_t id : machine_ids()) response.add_machine_ids(static_cast<uint32_t>(id));
+  response.set_max_batch(max_batch_);
+  response.set_time_exhausted_unix_ms(layout_.exhausted_at_ms());
 }
 
-grpc::ServerUnaryReactor* IdService::GenBatch(grpc::CallbackServerContext* ctx, const idgen::BatchRequest* request,
-                                              idgen::BatchResponse* response) {
-  auto* reactor = ctx->DefaultReactor();
-  const uint32_t count = request->count();
-  if (count == 0 || count > max_batch_) {
-    reactor->Finish({grpc::StatusCode::INVALID_ARGUMENT,
-                     fmt::format("count must be from 1 to {} (the server's --max-batch), not {}", max_batch_, count)});
-    return reactor;
-  }
-  issue(ctx, reactor, count, response, true);
-  return reactor;
-}
-
-grpc::ServerUnaryReactor* IdService::Info(grpc::CallbackServerContext* ctx, const idgen::InfoRequest* /*request*/,
-                                          idgen::InfoResponse* response) {
-  auto* reactor = ctx->DefaultReactor();
-  response->set_version(std::string(kVersion));
-  response->set_layout(layout_.name);
-  response->set_epoch_unix_ms(layout_.epoch_ms);
-  response->set_time_unit_ms(static_cast<uint32_t>(layout_.unit_ms));
-  response->set_bits_time(static_cast<uint32_t>(layout_.bits_time));
-  response->set_bits_sequence(static_cast<uint32_t>(layout_.bits_sequence));
-  response->set_bits_machine(static_cast<uint32_t>(layout_.bits_machine));
-  response->set_machine_above_sequence(layout_.machine_above_sequence);
-  for (uint64_t id : machine_ids()) response->add_machine_ids(static_cast<uint32_t>(id));
-  response->set_max_batch(max_batch_);
-  response->set_time_exhausted_unix_ms(layout_.exhausted_at_ms());
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
-}
-
-void IdService::issue(grpc::CallbackServerContext* ctx, grpc::ServerUnaryReactor* reactor, uint64_t count,
-                      void* response, bool batch) {
+void IdService::issue(IssueCall& call, uint64_t count) {
   if (!available_.load(std::memory_order_acquire)) {
     std::string reason;
     {
       std::lock_guard lock(mu_);
       reason = reason_;
     }
-    reactor->Finish(unavailable_status(std::move(reason)));
+    call.fail(unavailable_status(std::move(reason)));
     return;
   }
   const size_t lane = lanes_.size() == 1 ? 0 : next_lane_.fetch_add(1, std::memory_order_relaxed) % lanes_.size();
@@ -171,13 +627,13 @@ void IdService::issue(grpc::CallbackServerContext* ctx, grpc::ServerUnaryReactor
   // Over capacity, reservations run ahead of the clock. Refuse a call whose IDs could not be
   // ready before its deadline rather than reserve IDs nobody will receive and push every later
   // caller further back; UNAVAILABLE lets a balanced client try another server.
-  const auto to_deadline = std::chrono::duration_cast<Nanos>(ctx->deadline() - std::chrono::system_clock::now());
+  const auto to_deadline = std::chrono::duration_cast<Nanos>(call.deadline() - std::chrono::system_clock::now());
   const Nanos max_wait = std::clamp<Nanos>(to_deadline, Nanos(0), opt_.max_queue_wait);
   if (auto last = gen->last_reserved()) {
     const Block probe{*last + 1, count};
     const Nanos wait = gen->ready_at(probe) - now;
     if (wait > max_wait) {
-      reactor->Finish(unavailable_status(fmt::format(
+      call.fail(unavailable_status(fmt::format(
           "over capacity: IDs would be ready in {}, after the call's deadline; the layout issues at most {:.0f} IDs/s "
           "per machine id",
           format_duration_ms(std::chrono::duration_cast<std::chrono::milliseconds>(wait).count()),
@@ -186,18 +642,29 @@ void IdService::issue(grpc::CallbackServerContext* ctx, grpc::ServerUnaryReactor
     }
   }
 
+  if (gen->needs_reservation(count)) {
+    // Once per reserve-ahead window: record the new high-water on the worker thread.
+    if (!worker_->post([this, &call, gen, count] { reserve(call, *gen, count); })) {
+      call.fail(unavailable_status("the server is shutting down"));
+    }
+    return;
+  }
+  reserve(call, *gen, count);
+}
+
+void IdService::reserve(IssueCall& call, Generator& generator, uint64_t count) {
+  Generator* gen = &generator;
+  const Nanos now = opt_.clock->now();
   auto block = gen->reserve(count);
   if (!block) {
     spdlog::debug("reserve({}) on machine id {} failed: {}", count, gen->machine_id(), block.message());
-    reactor->Finish(to_grpc_status(block.error()));
+    call.fail(to_grpc_status(block.error()));
     return;
   }
   Pending p;
-  p.reactor = reactor;
+  p.call = &call;
   p.generator = gen;
   p.block = *block;
-  p.response = response;
-  p.batch = batch;
   p.ready_at = gen->ready_at(*block);
   if (p.ready_at <= now || gen->is_ready(*block)) {
     finish(p, Outcome::kReady);
@@ -205,14 +672,14 @@ void IdService::issue(grpc::CallbackServerContext* ctx, grpc::ServerUnaryReactor
   }
   const auto wait = std::chrono::duration_cast<std::chrono::steady_clock::duration>(p.ready_at - now);
   p.give_up = std::chrono::steady_clock::now() + wait + opt_.max_clock_wait;
-  spdlog::debug("{} of {} on machine id {} waits {}us for its tick", batch ? "GenBatch" : "Gen", count,
-                gen->machine_id(), std::chrono::duration_cast<std::chrono::microseconds>(wait).count());
+  spdlog::debug("{} of {} on machine id {} waits {}us for its tick", call.name(), count, gen->machine_id(),
+                std::chrono::duration_cast<std::chrono::microseconds>(wait).count());
   waiter_.add(p);
 }
 
 void IdService::finish(Pending& p, Outcome outcome) {
   if (outcome == Outcome::kStopping) {
-    p.reactor->Finish(unavailable_status("the server is shutting down"));
+    p.call->fail(unavailable_status("the server is shutting down"));
     return;
   }
   if (outcome == Outcome::kReady && !p.generator->is_ready(p.block) && std::chrono::steady_clock::now() < p.give_up) {
@@ -220,19 +687,12 @@ void IdService::finish(Pending& p, Outcome outcome) {
     return;
   }
   if (outcome == Outcome::kGaveUp || !p.generator->is_ready(p.block)) {
-    p.reactor->Finish(
+    p.call->fail(
         unavailable_status(fmt::format("the clock stepped back more than {} while the call waited for its IDs",
                                        format_duration_ms(opt_.max_clock_wait.count()))));
     return;
   }
-  if (p.batch) {
-    auto* ids = static_cast<idgen::BatchResponse*>(p.response)->mutable_ids();
-    ids->Resize(static_cast<int>(p.block.count), 0);
-    p.generator->write_ids(p.block, ids->mutable_data());
-  } else {
-    static_cast<idgen::IdResponse*>(p.response)->set_id(p.generator->id_at(p.block.first));
-  }
-  p.reactor->Finish(grpc::Status::OK);
+  p.call->deliver(*p.generator, p.block);
 }
 
 }  // namespace zaptid::server

@@ -1,8 +1,10 @@
-// The IdGen gRPC service: Gen, GenBatch and Info over one or more lanes (one generator each).
+// The gRPC server side: IdGen (Gen, GenBatch, Info over one or more lanes, one generator each),
+// health and reflection, on completion queues.
 #pragma once
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -11,12 +13,15 @@
 
 #include "core/clock.h"
 #include "core/generator.h"
-#include "idgen.grpc.pb.h"
+#include "core/result.h"
+#include "idgen.pb.h"
 #include "server/waiter.h"
 
 namespace grpc {
-class HealthCheckServiceInterface;
-}
+class Server;
+class ServerBuilder;
+class Status;
+}  // namespace grpc
 
 namespace zaptid::server {
 
@@ -43,16 +48,54 @@ struct ServiceOptions {
   std::chrono::milliseconds max_queue_wait{5000};
 };
 
-/// Implements idgen.IdGen with the callback API. Gen and GenBatch reserve IDs without blocking;
-/// a call whose IDs lie in a tick the clock has not reached yet is finished by the waiter thread.
-/// Requests go round-robin over the lanes. Every failure is an explicit status: UNAVAILABLE
-/// (clock behind, time exhausted, unavailable, over capacity), INVALID_ARGUMENT (bad count),
-/// INTERNAL (state I/O). Thread-safe.
-class IdService final : public idgen::IdGen::CallbackService {
+class Queue;
+class WatchCall;
+class Worker;
+struct Services;
+
+/// How the service's server handles connections and requests.
+struct ServingOptions {
+  /// Completion queues, one thread each; each thread polls the sockets itself and runs the
+  /// handlers of the calls it reads.
+  unsigned threads = 1;
+  /// HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: calls one connection may have open at once; clients
+  /// queue the rest. Bounds the server's memory per connection (gRPC keeps ~13 KiB per open call,
+  /// and at the layout's ceiling calls stay open until their tick).
+  unsigned max_streams = 32;
+};
+
+/// Serves idgen.IdGen, grpc.health.v1.Health and grpc.reflection.v1alpha.ServerReflection with
+/// gRPC's asynchronous completion-queue API. Each queue has one thread that both polls the
+/// sockets and runs the handlers, so a request is read, answered and written on one thread with
+/// no hand-off (gRPC's callback and sync servers move every call between threads, which costs
+/// more than the call itself). Gen and GenBatch reserve IDs without blocking; a call whose IDs
+/// lie in a tick the clock has not reached yet is finished by the waiter thread. Requests go
+/// round-robin over the lanes. Every failure is an explicit status: UNAVAILABLE (clock behind,
+/// time exhausted, unavailable, over capacity), INVALID_ARGUMENT (bad count), INTERNAL (state
+/// I/O). Thread-safe.
+///
+/// Life cycle: create(), add_to() before grpc::ServerBuilder::BuildAndStart(), start(), and
+/// shutdown() (which also stops the grpc::Server). The server must not have other services:
+/// their threads would poll too.
+class IdService {
  public:
   /// Checks the options: at least one lane, one layout and clock for all, max_batch in range.
   static Result<std::unique_ptr<IdService>> create(ServiceOptions options);
-  ~IdService() override;
+  /// Shuts the queues down if shutdown() was not called (the server must be gone by then).
+  ~IdService();
+  IdService(const IdService&) = delete;
+  IdService& operator=(const IdService&) = delete;
+
+  /// Registers the three services with `builder`, adds the completion queues and sets the
+  /// connection options. Call once, before BuildAndStart().
+  void add_to(grpc::ServerBuilder& builder, const ServingOptions& serving);
+  /// Starts serving: one thread per queue. Call once, after BuildAndStart() succeeded.
+  void start();
+  /// Stops serving: health watchers get NOT_SERVING and their streams end; then
+  /// `server.Shutdown(deadline)` stops accepting and waits for calls in flight (the waiter keeps
+  /// finishing them) up to the deadline, after which gRPC cancels the rest; calls still waiting
+  /// then get UNAVAILABLE; the queues are drained and their threads joined. Idempotent.
+  void shutdown(grpc::Server& server, std::chrono::system_clock::time_point deadline);
 
   /// Makes Gen and GenBatch answer UNAVAILABLE with `reason` (health NOT_SERVING) until
   /// set_available(). Calls already reserved still finish. Cheap to call repeatedly.
@@ -60,10 +103,6 @@ class IdService final : public idgen::IdGen::CallbackService {
   /// Serves again (health SERVING).
   void set_available();
   bool available() const { return available_.load(std::memory_order_acquire); }
-
-  /// Reports availability through `health` (the server's default health service) from now on,
-  /// for the whole server ("") and for "idgen.IdGen". Call once after BuildAndStart().
-  void attach_health(grpc::HealthCheckServiceInterface* health);
 
   /// Puts a new generator (same layout, same clock) in lane `index`, e.g. after a machine id was
   /// claimed again. The old one stays alive until the service is destroyed.
@@ -74,24 +113,32 @@ class IdService final : public idgen::IdGen::CallbackService {
   const Layout& layout() const { return layout_; }
   uint32_t max_batch() const { return max_batch_; }
 
-  /// Finishes every waiting call with UNAVAILABLE and stops the waiter thread. Call after
-  /// grpc::Server::Shutdown() returned, before the generators' reservers are released.
-  void stop();
+  /// Finishes every waiting call with UNAVAILABLE ("the server is shutting down") and stops the
+  /// waiter thread; later calls that must wait get the same. Part of shutdown(). Idempotent.
+  void stop_waiting();
 
-  grpc::ServerUnaryReactor* Gen(grpc::CallbackServerContext* ctx, const idgen::IdRequest* request,
-                                idgen::IdResponse* response) override;
-  grpc::ServerUnaryReactor* GenBatch(grpc::CallbackServerContext* ctx, const idgen::BatchRequest* request,
-                                     idgen::BatchResponse* response) override;
-  grpc::ServerUnaryReactor* Info(grpc::CallbackServerContext* ctx, const idgen::InfoRequest* request,
-                                 idgen::InfoResponse* response) override;
+  // For the call objects in id_service.cpp.
+  void issue(IssueCall& call, uint64_t count);
+  void fill_info(idgen::InfoResponse& response) const;
+  /// Health of `service` ("" is the whole server): SERVING, NOT_SERVING, or SERVICE_UNKNOWN.
+  int health_status(const std::string& service) const;
+  /// Watchers hear every change of availability until they unwatch(); watch() reports the
+  /// current status at once.
+  void watch(WatchCall* watcher);
+  void unwatch(WatchCall* watcher);
+  Services& services() { return *services_; }
+  /// Requests a new call of type C on `queue`, unless the queue is closing.
+  template <class C>
+  void request(Queue& queue);
 
  private:
-  explicit IdService(ServiceOptions options, uint32_t max_batch);
-  /// Reserves `count` IDs for the call and finishes it now or through the waiter.
-  void issue(grpc::CallbackServerContext* ctx, grpc::ServerUnaryReactor* reactor, uint64_t count, void* response,
-             bool batch);
+  IdService(ServiceOptions options, uint32_t max_batch, class Reflection answers);
   void finish(Pending& p, Outcome outcome);
-  void publish_health();
+  /// Reserves the call's IDs on `generator` and finishes it now or through the waiter.
+  void reserve(IssueCall& call, Generator& generator, uint64_t count);
+  void publish_health();  // under mu_
+  /// Shuts every queue down and drains it (joining its thread). Idempotent.
+  void close_queues();
 
   ServiceOptions opt_;
   Layout layout_;
@@ -99,10 +146,17 @@ class IdService final : public idgen::IdGen::CallbackService {
   std::vector<std::atomic<Generator*>> lanes_;
   std::atomic<uint64_t> next_lane_{0};
   std::atomic<bool> available_{true};
-  mutable std::mutex mu_;  // guards reason_, keep_, health_
+  mutable std::mutex mu_;  // guards reason_, keep_, watchers_, shut_down_
   std::string reason_;
   std::vector<std::shared_ptr<Generator>> keep_;  // every generator ever used, for waiting calls
-  grpc::HealthCheckServiceInterface* health_ = nullptr;
+  std::vector<WatchCall*> watchers_;
+  std::condition_variable unwatched_;  // watchers_ became empty
+  std::atomic<bool> shutting_down_{false};
+  std::unique_ptr<Services> services_;
+  std::unique_ptr<Worker> worker_;
+  std::vector<std::unique_ptr<Queue>> queues_;
+  bool started_ = false;
+  bool shut_down_ = false;
   Waiter waiter_;
 };
 

@@ -13,22 +13,18 @@
 #include "core/clock.h"
 #include "core/generator.h"
 
-namespace grpc {
-class ServerUnaryReactor;
-}
-
 namespace zaptid::server {
+
+class IssueCall;
 
 /// A call waiting for the clock to reach the tick of its block's last ID.
 struct Pending {
   Nanos ready_at{0};  ///< clock time at which the block may be handed out
   /// Real (steady) time after which the call gives up: the clock stepped back meanwhile.
   std::chrono::steady_clock::time_point give_up;
-  grpc::ServerUnaryReactor* reactor = nullptr;
+  IssueCall* call = nullptr;  ///< the Gen or GenBatch call the IDs are for; the finisher's business
   const Generator* generator = nullptr;
   Block block;
-  void* response = nullptr;  ///< the call's response message; its type is the finisher's business
-  bool batch = false;        ///< response is a BatchResponse (else an IdResponse)
 };
 
 /// Why the waiter hands a call back.

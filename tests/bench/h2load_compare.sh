@@ -34,7 +34,7 @@ wait_port "$zport"; wait_port "$nport"
 # h2load prints "finished in …, N req/s"; its --log-file has one line per request whose third
 # column is the request's duration in microseconds, from which p50 and p99 are taken.
 h2() { # h2load args… → "req/s succeeded p50_us p99_us"
-  local out; out=$(h2load --warm-up-time=1 -D "$duration" --log-file="$work/req.log" "$@" 2>&1)
+  local out; out=$(h2load -D "$duration" --log-file="$work/req.log" "$@" 2>&1)
   local rps; rps=$(grep -oP 'finished in [^,]+, \K[0-9.]+(?= req/s)' <<<"$out")
   local ok; ok=$(grep -oP '\d+(?= succeeded)' <<<"$out")
   local q; q=$(cut -f3 "$work/req.log" | sort -n | awk '{a[NR]=$1} END {print a[int(NR*0.5)+1], a[int(NR*0.99)+1]}')

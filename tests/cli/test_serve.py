@@ -29,7 +29,7 @@ class ServeTest(ZaptidTestCase):
         self.assertRegex(s.start_line,
                          r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z info zaptid \d+\.\d+\.\d+ serving "
                          r"listen=127\.0\.0\.1:\d+ layout=sonyflake epoch=2014-09-01T00:00:00\.000Z unit=10ms "
-                         r"bits=39/8/16 machine-id=5 source=--machine-id lanes=1 max-batch=6400 tls=off$")
+                         r"bits=39/8/16 machine-id=5 source=--machine-id lanes=1 max-batch=6400 threads=1 max-streams=32 tls=off$")
         self.assertNotEqual(s.port, 0)
         self.assertEqual(s.stop(), 0)
         self.assertRegex(s.log().splitlines()[-1], r"stopped; machine id 5 released$")
@@ -72,6 +72,51 @@ class ServeTest(ZaptidTestCase):
         for mid, lane in lanes.items():
             r = self.zaptid("gen", "--machine-id", mid)
             self.assertGreater(int(r.stdout), lane[-1])
+
+    def test_several_threads(self):
+        # --threads 3: three completion queues, each polled by its own thread; calls from many
+        # clients at once land on all of them and every ID is still unique.
+        s = self.start_server("--threads", 3, machine_id=78)
+        self.assertIn(" threads=3 ", s.start_line)
+        threads = os.listdir(f"/proc/{s.proc.pid}/task")
+        names = {open(f"/proc/{s.proc.pid}/task/{t}/comm").read().strip() for t in threads}
+        self.assertTrue({"zaptid-cq0", "zaptid-cq1", "zaptid-cq2"} <= names, names)
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            runs = list(pool.map(lambda n: self.get(s, "--count", n), [1, 500] * 6))
+        ids = [i for run in runs for i in run]
+        self.assertEqual(len(ids), 6 * 501)
+        self.assertEqual(len(set(ids)), len(ids))
+        self.assertEqual(s.stop(), 0)
+        self.assertFails(self.zaptid("serve", "--machine-id", 1, "--threads", 0), 2, "--threads")
+        self.assertFails(self.zaptid("serve", "--machine-id", 1, "--threads", 65), 2, "--threads")
+
+    def test_max_streams_bounds_calls_per_connection(self):
+        # --max-streams 2: the server's HTTP/2 SETTINGS frame announces
+        # SETTINGS_MAX_CONCURRENT_STREAMS (0x3) = 2, and a client with forty calls on one
+        # connection queues them; all still succeed with unique IDs.
+        s = self.start_server("--max-streams", 2, machine_id=79)
+        self.assertIn(" max-streams=2 ", s.start_line)
+        with socket.create_connection(("127.0.0.1", s.port), timeout=10) as sock:
+            sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+            head = b""
+            while len(head) < 9:
+                head += sock.recv(9 - len(head))
+            length, frame_type = int.from_bytes(head[:3], "big"), head[3]
+            self.assertEqual(frame_type, 4)  # the server speaks first with SETTINGS
+            body = b""
+            while len(body) < length:
+                body += sock.recv(length - len(body))
+            settings = {int.from_bytes(body[i:i + 2], "big"): int.from_bytes(body[i + 2:i + 6], "big")
+                        for i in range(0, length, 6)}
+            self.assertEqual(settings.get(3), 2, settings)
+        channel = grpc.insecure_channel(s.address)
+        self.addCleanup(channel.close)
+        gen_batch = raw_channel_call(channel, "/idgen.IdGen/GenBatch")
+        calls = [gen_batch.future(batch_request(300), timeout=20) for _ in range(40)]
+        ids = [i for c in calls for i in batch_ids(c.result())]
+        self.assertEqual(len(ids), 40 * 300)
+        self.assertEqual(len(set(ids)), len(ids))
+        self.assertFails(self.zaptid("serve", "--machine-id", 1, "--max-streams", 0), 2, "--max-streams")
 
     def test_lane_options_refused(self):
         self.assertFails(self.zaptid("serve", "--lanes", 4, "--machine-id", 3), 2,

@@ -1,4 +1,6 @@
 """zaptid serve on the wire: an independent client (Debian's python3-grpcio, no generated code)."""
+import signal
+
 import grpc
 
 from harness import (ZaptidTestCase, batch_ids, fields, raw_channel_call, read_varint, string_field,
@@ -67,6 +69,42 @@ class WireTest(ZaptidTestCase):
         with self.assertRaises(grpc.RpcError) as cm:
             self.call(check, string_field(1, "no.Such"))
         self.assertEqual(cm.exception.code(), grpc.StatusCode.NOT_FOUND)
+
+    def test_health_watch_streams_the_status_until_the_server_stops(self):
+        # Watch sends the current status at once and keeps the stream open; a stopping server
+        # sends NOT_SERVING (2) and ends the stream with UNAVAILABLE. An unknown service is
+        # SERVICE_UNKNOWN (3), not an error, as the health protocol asks of Watch.
+        watch = self.channel.unary_stream("/grpc.health.v1.Health/Watch", request_serializer=None,
+                                          response_deserializer=None)
+        unknown = watch(string_field(1, "no.Such"), timeout=30)
+        self.assertEqual(next(unknown), varint(1 << 3) + varint(3))
+        unknown.cancel()
+        stream = watch(string_field(1, "idgen.IdGen"), timeout=30)
+        self.assertEqual(next(stream), varint(1 << 3) + varint(1))
+        self.server.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(next(stream), varint(1 << 3) + varint(2))
+        with self.assertRaises(grpc.RpcError) as cm:
+            next(stream)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        self.assertEqual(self.server.stop(), 0)
+
+    def test_reflection_describes_the_service(self):
+        # file_containing_symbol (field 4) answers with file_descriptor_response (field 4) holding
+        # serialized FileDescriptorProtos (field 1); the first names the file ("idgen.proto").
+        stream = self.channel.stream_stream("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                                            request_serializer=None, response_deserializer=None)
+        responses = list(stream(iter([string_field(4, "idgen.IdGen"), string_field(4, "no.Such"),
+                                      string_field(3, "grpc/health/v1/health.proto")]), timeout=5))
+        self.assertEqual(len(responses), 3)
+        found = dict((num, v) for num, _, v in fields(responses[0]))
+        files = [v for num, _, v in fields(found[4]) if num == 1]
+        self.assertEqual([v for num, _, v in fields(files[0]) if num == 1], [b"idgen.proto"])
+        missing = dict((num, v) for num, _, v in fields(responses[1]))
+        self.assertIn(7, missing)  # error_response{error_code = 1: NOT_FOUND (5)}
+        self.assertEqual(dict((n, v) for n, _, v in fields(missing[7]))[1], 5)
+        health = dict((num, v) for num, _, v in fields(responses[2]))
+        files = [v for num, _, v in fields(health[4]) if num == 1]
+        self.assertEqual([v for num, _, v in fields(files[0]) if num == 1], [b"grpc/health/v1/health.proto"])
 
     def test_reflection_lists_the_service(self):
         # ServerReflectionRequest{string list_services = 7}; the response's list_services_response
