@@ -1,6 +1,7 @@
 #include "server/id_service.h"
 
 #include <fmt/format.h>
+#include <grpcpp/alarm.h>
 #include <grpcpp/grpcpp.h>
 #include <pthread.h>
 #include <spdlog/spdlog.h>
@@ -93,9 +94,14 @@ class Tag {
 };
 
 /// A completion queue, the thread that serves it, and whether new calls may still be requested
-/// on it (requesting on a shut-down queue is a crash, so it is checked under `mu`).
-class Queue {
+/// on it (requesting on a shut-down queue is a crash, so it is checked under `mu`). Its inbox
+/// brings calls the waiter finished back to this thread, so that all of a connection's writes
+/// happen on one thread instead of two threads contending for the transport.
+class Queue final : public Tag {
  public:
+  using Finisher = std::function<void(Pending&, Outcome)>;
+  explicit Queue(Finisher finish) : finish_(std::move(finish)) {}
+
   std::unique_ptr<grpc::ServerCompletionQueue> cq;
   std::mutex mu;
   bool open = true;
@@ -106,6 +112,35 @@ class Queue {
     bool ok = false;
     while (cq->Next(&tag, &ok)) static_cast<Tag*>(tag)->proceed(ok);
   }
+
+  /// Has this queue's thread call the finisher with (p, outcome) soon: one alarm wakes it for
+  /// everything posted meanwhile (at the ceiling, a whole tick's calls at once). Any thread;
+  /// the queue must not be shut down yet.
+  void post(const Pending& p, Outcome outcome) {
+    std::lock_guard lock(inbox_mu_);
+    inbox_.emplace_back(p, outcome);
+    if (armed_) return;
+    armed_ = true;
+    alarm_.Set(cq.get(), gpr_inf_past(GPR_CLOCK_MONOTONIC), static_cast<Tag*>(this));
+  }
+
+  // The alarm fired (or was cancelled at shutdown): finish what was posted.
+  void proceed(bool /*ok*/) override {
+    std::vector<std::pair<Pending, Outcome>> batch;
+    {
+      std::lock_guard lock(inbox_mu_);
+      batch.swap(inbox_);
+      armed_ = false;
+    }
+    for (auto& [p, outcome] : batch) finish_(p, outcome);
+  }
+
+ private:
+  Finisher finish_;
+  std::mutex inbox_mu_;
+  std::vector<std::pair<Pending, Outcome>> inbox_;
+  bool armed_ = false;
+  grpc::Alarm alarm_;
 };
 
 struct Services {
@@ -166,6 +201,8 @@ class IssueCall {
   virtual void fail(const grpc::Status& status) = 0;
   std::chrono::system_clock::time_point deadline() const { return deadline_; }
   virtual const char* name() const = 0;
+  /// The queue whose thread serves this call.
+  virtual Queue& queue() = 0;
 
  protected:
   ~IssueCall() = default;
@@ -190,6 +227,7 @@ class GenCall final : public UnaryCall<GenCall, idgen::IdRequest, idgen::IdRespo
   }
   void fail(const grpc::Status& status) override { finish(status); }
   const char* name() const override { return "Gen"; }
+  Queue& queue() override { return queue_; }
 };
 
 class BatchCall final : public UnaryCall<BatchCall, idgen::BatchRequest, idgen::BatchResponse>, public IssueCall {
@@ -216,6 +254,7 @@ class BatchCall final : public UnaryCall<BatchCall, idgen::BatchRequest, idgen::
   }
   void fail(const grpc::Status& status) override { finish(status); }
   const char* name() const override { return "GenBatch"; }
+  Queue& queue() override { return queue_; }
 };
 
 class InfoCall final : public UnaryCall<InfoCall, idgen::InfoRequest, idgen::InfoResponse> {
@@ -457,7 +496,7 @@ IdService::IdService(ServiceOptions options, uint32_t max_batch, Reflection answ
       keep_(opt_.lanes),
       services_(std::make_unique<Services>(std::move(answers))),
       worker_(std::make_unique<Worker>()),
-      waiter_(*opt_.clock, [this](Pending& p, Outcome o) { finish(p, o); }) {
+      waiter_(*opt_.clock, [](Pending& p, Outcome o) { p.call->queue().post(p, o); }) {
   for (size_t i = 0; i < opt_.lanes.size(); ++i) lanes_[i].store(opt_.lanes[i].get(), std::memory_order_release);
 }
 
@@ -490,7 +529,7 @@ void IdService::add_to(grpc::ServerBuilder& builder, const ServingOptions& servi
   // Per-call channelz counters that nothing here can read (no channelz service is served).
   builder.AddChannelArgument(GRPC_ARG_ENABLE_CHANNELZ, 0);
   for (unsigned i = 0; i < std::max(serving.threads, 1u); ++i) {
-    auto q = std::make_unique<Queue>();
+    auto q = std::make_unique<Queue>([this](Pending& p, Outcome o) { finish(p, o); });
     q->cq = builder.AddCompletionQueue();
     queues_.push_back(std::move(q));
   }
