@@ -93,6 +93,26 @@ class Tag {
   ~Tag() = default;
 };
 
+/// Counts a call from its match until its object is gone (IdService::drain() waits for none), so
+/// no queue is shut down while a call may still start an operation on it: gRPC aborts on that.
+class Live {
+ public:
+  explicit Live(IdService& service) : service_(service) {}
+  ~Live() {
+    if (counted_) service_.call_ended();
+  }
+  Live(const Live&) = delete;
+  Live& operator=(const Live&) = delete;
+  void matched() {
+    counted_ = true;
+    service_.call_started();
+  }
+
+ private:
+  IdService& service_;
+  bool counted_ = false;
+};
+
 /// A completion queue, the thread that serves it, and whether new calls may still be requested
 /// on it (requesting on a shut-down queue is a crash, so it is checked under `mu`). Its inbox
 /// brings calls the waiter finished back to this thread, so that all of a connection's writes
@@ -167,12 +187,13 @@ class UnaryCall : public Tag {
       delete static_cast<Derived*>(this);
       return;
     }
+    live_.matched();
     service_.request<Derived>(queue_);
     static_cast<Derived*>(this)->handle();
   }
 
  protected:
-  UnaryCall(IdService& service, Queue& queue) : service_(service), queue_(queue) {}
+  UnaryCall(IdService& service, Queue& queue) : service_(service), queue_(queue), live_(service) {}
   ~UnaryCall() = default;
 
   void finish(const grpc::Status& status) {
@@ -191,6 +212,7 @@ class UnaryCall : public Tag {
   Response response_;
   grpc::ServerAsyncResponseWriter<Response> writer_{&ctx_};
   bool finishing_ = false;
+  Live live_;
 };
 
 /// A call that asks for IDs (Gen or GenBatch): IdService::issue() reserves them and then calls
@@ -287,13 +309,14 @@ class CheckCall final : public UnaryCall<CheckCall, health::HealthCheckRequest, 
 /// ServerReflectionInfo: a stream of requests, each answered in turn, until the client closes.
 class ReflectionCall final : public Tag {
  public:
-  ReflectionCall(IdService& service, Queue& queue) : service_(service), queue_(queue) {
+  ReflectionCall(IdService& service, Queue& queue) : service_(service), queue_(queue), live_(service) {
     service.services().reflection.RequestServerReflectionInfo(&ctx_, &stream_, queue.cq.get(), queue.cq.get(), static_cast<Tag*>(this));
   }
   void proceed(bool ok) override {
     switch (state_) {
       case State::kRequested:
         if (!ok) break;
+        live_.matched();
         service_.request<ReflectionCall>(queue_);
         read();
         return;
@@ -338,6 +361,7 @@ class ReflectionCall final : public Tag {
   reflection::ServerReflectionRequest request_;
   reflection::ServerReflectionResponse response_;
   State state_ = State::kRequested;
+  Live live_;
 };
 
 }  // namespace
@@ -348,7 +372,7 @@ class ReflectionCall final : public Tag {
 /// reported the call done and no operation of ours is outstanding.
 class WatchCall final : public Tag {
  public:
-  WatchCall(IdService& service, Queue& queue) : service_(service), queue_(queue) {
+  WatchCall(IdService& service, Queue& queue) : service_(service), queue_(queue), live_(service) {
     ctx_.AsyncNotifyWhenDone(static_cast<Tag*>(&done_));
     service.services().health.RequestWatch(&ctx_, &request_, &writer_, queue.cq.get(), queue.cq.get(), static_cast<Tag*>(this));
   }
@@ -378,6 +402,7 @@ class WatchCall final : public Tag {
           return;
         }
         matched_ = true;
+        live_.matched();
         lock.unlock();
         service_.request<WatchCall>(queue_);
         service_.watch(this);  // reports the current status through notify()
@@ -444,6 +469,7 @@ class WatchCall final : public Tag {
   bool done_seen_ = false;  // gRPC reported the call done
   int wanted_ = -1;
   int sent_ = -1;
+  Live live_;
 };
 
 grpc::Status to_grpc_status(const Error& e) {
@@ -505,7 +531,26 @@ IdService::~IdService() {
   close_queues();
 }
 
+void IdService::call_started() { live_calls_.fetch_add(1, std::memory_order_relaxed); }
+
+void IdService::call_ended() { live_calls_.fetch_sub(1, std::memory_order_acq_rel); }
+
+bool IdService::drain(std::chrono::milliseconds limit) {
+  // Shutdown only, so a short poll is simpler than waking on every call's end.
+  const auto give_up = std::chrono::steady_clock::now() + limit;
+  while (live_calls_.load(std::memory_order_acquire) > 0) {
+    if (std::chrono::steady_clock::now() >= give_up) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
 void IdService::close_queues() {
+  // Calls that gRPC cancelled at the shutdown deadline may still be waiting in a queue to be
+  // seen; they finish (or end) on its thread first.
+  if (started_ && !drain(std::chrono::seconds(10))) {
+    spdlog::warn("{} calls still open after 10s of draining; stopping anyway", live_calls_.load());
+  }
   for (auto& q : queues_) {
     std::lock_guard lock(q->mu);
     if (!q->open) continue;

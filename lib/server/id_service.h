@@ -127,6 +127,9 @@ class IdService {
   void watch(WatchCall* watcher);
   void unwatch(WatchCall* watcher);
   Services& services() { return *services_; }
+  /// A call was matched / its object is gone.
+  void call_started();
+  void call_ended();
   /// Requests a new call of type C on `queue`, unless the queue is closing.
   template <class C>
   void request(Queue& queue);
@@ -137,8 +140,10 @@ class IdService {
   /// Reserves the call's IDs on `generator` and finishes it now or through the waiter.
   void reserve(IssueCall& call, Generator& generator, uint64_t count);
   void publish_health();  // under mu_
-  /// Shuts every queue down and drains it (joining its thread). Idempotent.
+  /// Shuts every queue down and drains it (joining its thread), once no call is open. Idempotent.
   void close_queues();
+  /// Waits until no matched call is left (at most `limit`); false if some still are.
+  bool drain(std::chrono::milliseconds limit);
 
   ServiceOptions opt_;
   Layout layout_;
@@ -155,6 +160,7 @@ class IdService {
   std::unique_ptr<Services> services_;
   std::unique_ptr<Worker> worker_;
   std::vector<std::unique_ptr<Queue>> queues_;
+  std::atomic<int64_t> live_calls_{0};
   bool started_ = false;
   bool shut_down_ = false;
   Waiter waiter_;
