@@ -148,6 +148,29 @@ class ServeTest(ZaptidTestCase):
         self.assertGreater(after, max(ids))
         self.assertLessEqual(sonyflake_time_ms(after), time.time() * 1000 + 10)
 
+    def test_stop_under_load_with_no_grace_exits_cleanly(self):
+        # --shutdown-timeout 0s: calls still open at SIGTERM are cancelled at once, some of them
+        # before the server's thread has looked at them. The server still exits 0 (gRPC aborts
+        # the process if an operation starts on a queue already shut down), and nothing a client
+        # received is handed out again after the restart.
+        s = self.start_server("--shutdown-timeout", "0s", machine_id=23)
+        channel = grpc.insecure_channel(s.address)
+        self.addCleanup(channel.close)
+        gen_batch = raw_channel_call(channel, "/idgen.IdGen/GenBatch")
+        calls = [gen_batch.future(batch_request(700), timeout=20) for _ in range(60)]
+        s.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(s.stop(), 0, s.log())
+        got = []
+        for c in calls:
+            try:
+                got += batch_ids(c.result())
+            except grpc.RpcError as e:
+                self.assertIn(e.code(), (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED), e)
+        self.assertEqual(len(got), len(set(got)))
+        again = self.start_server(machine_id=23)
+        later = self.get(again, "--count", 100)
+        self.assertTrue(not got or min(later) > max(got))
+
     def test_shutdown_refuses_new_work_and_exits_after_sigint(self):
         s = self.start_server(machine_id=22)
         self.assertEqual(s.stop(signal.SIGINT), 0)
