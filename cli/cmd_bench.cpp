@@ -1,13 +1,12 @@
 #include "cmd_bench.h"
 
 #include <fmt/format.h>
-#include <grpcpp/create_channel.h>
-#include <grpcpp/security/credentials.h>
 
 #include <iostream>
 
 #include "bench_load.h"
 #include "client/channel.h"
+#include "cmd_get.h"
 #include "idgen.grpc.pb.h"
 
 namespace zaptid::cli {
@@ -41,7 +40,7 @@ void print_text(const BenchOptions& opt, const LoadResult& r, const Ceiling& c) 
   const double rps = r.seconds > 0 ? static_cast<double>(r.ok) / r.seconds : 0;
   const double ips = r.seconds > 0 ? static_cast<double>(r.ids) / r.seconds : 0;
   const auto& l = r.latencies_us;
-  fmt::print("zaptid bench: {} method {}{}, {} connection(s) x {} in flight, {:.2f}s\n", opt.server, opt.method,
+  fmt::print("zaptid bench: {} method {}{}, {} connection(s) x {} in flight, {:.2f}s\n", opt.channel.server, opt.method,
              opt.method == "batch" ? fmt::format(" ({} IDs per call)", opt.batch_size) : "", opt.connections,
              opt.concurrency, r.seconds);
   fmt::print("requests  {} ok, {} failed, {:.0f} req/s\n", r.ok, r.failed, rps);
@@ -69,7 +68,7 @@ void print_json(const BenchOptions& opt, const LoadResult& r, const Ceiling& c) 
       R"("ceiling_ids_per_second":{:.1f},"ceiling_share":{:.4f},"latency_us":{{"p50":{},"p90":{},"p99":{},)"
       R"("p99.9":{},"max":{}}},"duplicates":{},"zero_ids":{},"errors":{{{}}}}})"
       "\n",
-      json_escape(opt.server), opt.method, opt.method == "batch" ? opt.batch_size : 1, opt.connections,
+      json_escape(opt.channel.server), opt.method, opt.method == "batch" ? opt.batch_size : 1, opt.connections,
       opt.concurrency, r.seconds, r.ok, r.failed, rps, r.ids, ips, c.ids_per_second, ips / c.ids_per_second,
       quantile_us(l, 0.5), quantile_us(l, 0.9), quantile_us(l, 0.99), quantile_us(l, 0.999), l.empty() ? 0 : l.back(),
       r.duplicates, r.zero_ids, errors);
@@ -80,9 +79,7 @@ void print_json(const BenchOptions& opt, const LoadResult& r, const Ceiling& c) 
 void setup_bench(CLI::App& app, Action& action) {
   auto opt = std::make_shared<BenchOptions>();
   auto* sub = app.add_subcommand("bench", "Load-test a zaptid or zaptidgen server and check every ID is unique");
-  sub->add_option("--server", opt->server, "Server address (gRPC target syntax)")
-      ->envname("ZAPTID_SERVER")
-      ->capture_default_str();
+  add_client_options(*sub, opt->channel, /*retries=*/false);
   sub->add_option("-c,--connections", opt->connections, "Connections (like h2load -c)")
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
@@ -113,19 +110,15 @@ int run_bench(const BenchOptions& opt) {
   load.batch_size = load.batch ? opt.batch_size : 1;
   if (load.duration.count() <= 0) throw Fatal(kExitUsage, "--duration must be longer than 0");
   if (load.timeout.count() <= 0) throw Fatal(kExitUsage, "--timeout must be longer than 0");
-  // Same resolver and target rules as get: a comma list of host:port is balanced round-robin.
+  // Same resolver, target and TLS rules as get (a comma list of host:port is balanced
+  // round-robin), but no retries: a failed call counts as failed.
   client::use_native_dns_resolver();
-  auto target = client::target_for(opt.server);
-  if (!target) throw Fatal(kExitUsage, target.message());
   for (int i = 0; i < opt.connections; ++i) {
-    grpc::ChannelArguments args;
-    args.SetInt("zaptid.bench.connection", i);  // distinct arguments: a connection of its own
-    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-    args.SetMaxReceiveMessageSize(-1);
-    args.SetLoadBalancingPolicyName("round_robin");
-    load.channels.push_back(grpc::CreateCustomChannel(*target, grpc::InsecureChannelCredentials(), args));
+    auto channel = client::make_channel(opt.channel, {.retries = false, .own_connection = i});
+    if (!channel) throw Fatal(kExitUsage, channel.message());
+    load.channels.push_back(std::move(*channel));
   }
-  const Ceiling ceiling = learn_ceiling(load.channels.front(), opt.server, load.timeout);
+  const Ceiling ceiling = learn_ceiling(load.channels.front(), opt.channel.server, load.timeout);
   const LoadResult r = run_load(load);
   if (opt.format == "json") {
     print_json(opt, r, ceiling);
@@ -134,14 +127,14 @@ int run_bench(const BenchOptions& opt) {
   }
   std::cout.flush();
   if (r.duplicates > 0 || r.zero_ids > 0) {
-    throw Fatal(kExitFailure, fmt::format("{}: {} duplicate and {} zero IDs received", opt.server, r.duplicates,
+    throw Fatal(kExitFailure, fmt::format("{}: {} duplicate and {} zero IDs received", opt.channel.server, r.duplicates,
                                           r.zero_ids));
   }
   if (r.ok == 0) {
-    throw Fatal(kExitServer, fmt::format("{}: every call failed ({})", opt.server,
+    throw Fatal(kExitServer, fmt::format("{}: every call failed ({})", opt.channel.server,
                                          r.errors.empty() ? "no calls" : r.errors.begin()->first));
   }
-  if (r.failed > 0) throw Fatal(kExitServer, fmt::format("{}: {} of {} calls failed", opt.server, r.failed, r.ok + r.failed));
+  if (r.failed > 0) throw Fatal(kExitServer, fmt::format("{}: {} of {} calls failed", opt.channel.server, r.failed, r.ok + r.failed));
   return kExitOk;
 }
 

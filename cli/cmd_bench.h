@@ -1,6 +1,8 @@
 // zaptid bench: a load generator against any zaptid or zaptidgen server.
 #pragma once
 
+#include "client/channel.h"
+
 #include <string>
 
 #include "common.h"
@@ -8,7 +10,7 @@
 namespace zaptid::cli {
 
 struct BenchOptions {
-  std::string server = "localhost:8888";
+  client::ChannelOptions channel;  ///< --server and the TLS flags, as for get
   int connections = 1;
   int concurrency = 1;
   std::string duration = "5s";

@@ -10,11 +10,11 @@
 
 namespace zaptid::cli {
 
-void add_client_options(CLI::App& app, client::ChannelOptions& opt) {
+void add_client_options(CLI::App& app, client::ChannelOptions& opt, bool retries) {
   app.add_option("-s,--server", opt.server,
-                 "Server: host:port, a gRPC target such as dns:///host:port or unix:/path, or a comma list of "
-                 "host:port; several addresses are balanced round-robin and a call refused as UNAVAILABLE is "
-                 "retried on the next")
+                 std::string("Server: host:port, a gRPC target such as dns:///host:port or unix:/path, or a comma "
+                             "list of host:port; several addresses are balanced round-robin") +
+                     (retries ? " and a call refused as UNAVAILABLE is retried on the next" : ""))
       ->envname("ZAPTID_SERVER")
       ->capture_default_str()
       ->group("Server");

@@ -20,7 +20,8 @@ void setup_get(CLI::App& app, Action& action);
 int run_get(const GetOptions& opt);
 
 /// --server, --tls, --tls-ca, --tls-cert, --tls-key, --tls-server-name (with ZAPTID_* twins);
-/// shared with the subcommands that call servers.
-void add_client_options(CLI::App& app, client::ChannelOptions& opt);
+/// shared with the subcommands that call servers. `retries`: whether they retry UNAVAILABLE
+/// calls (get does, bench counts them as failed), as --server's help says.
+void add_client_options(CLI::App& app, client::ChannelOptions& opt, bool retries = true);
 
 }  // namespace zaptid::cli

@@ -50,8 +50,8 @@ _zaptid()
             ;;
         get) opts="--help -s --server -n --count --timeout --format --decode $tls_client_opts $log_opts" ;;
         bench)
-            opts="--help --server -c --connections -m --concurrency -d --duration --method --batch-size
-                --timeout --format $log_opts"
+            opts="--help -s --server -c --connections -m --concurrency -d --duration --method --batch-size
+                --timeout --format $tls_client_opts $log_opts"
             ;;
         version) opts="--help $log_opts" ;;
         *) return ;;

@@ -64,13 +64,13 @@ complete -c zaptid -n '__fish_seen_subcommand_from serve' -l etcd-cert -r -F -d 
 complete -c zaptid -n '__fish_seen_subcommand_from serve' -l etcd-key -r -F -d 'Client private key for etcd'
 
 # get and bench: the client side.
-complete -c zaptid -n '__fish_seen_subcommand_from serve get' -l tls-cert -r -F -d 'Certificate file'
+complete -c zaptid -n '__fish_seen_subcommand_from serve get bench' -l tls-cert -r -F -d 'Certificate file'
 complete -c zaptid -n '__fish_seen_subcommand_from get' -s s -l server -x -a '(__fish_print_hostnames)' -d 'gRPC target (default localhost:8888)'
 complete -c zaptid -n '__fish_seen_subcommand_from bench' -l server -x -a '(__fish_print_hostnames)' -d 'gRPC target (default localhost:8888)'
-complete -c zaptid -n '__fish_seen_subcommand_from get' -l tls -d 'Use TLS with the system roots'
-complete -c zaptid -n '__fish_seen_subcommand_from get' -l tls-ca -r -F -d 'CA certificate to verify the server'
-complete -c zaptid -n '__fish_seen_subcommand_from get' -l tls-key -r -F -d 'Client private key for mutual TLS'
-complete -c zaptid -n '__fish_seen_subcommand_from get' -l tls-server-name -x -d 'Name to expect in the server certificate'
+complete -c zaptid -n '__fish_seen_subcommand_from get bench' -l tls -d 'Use TLS with the system roots'
+complete -c zaptid -n '__fish_seen_subcommand_from get bench' -l tls-ca -r -F -d 'CA certificate to verify the server'
+complete -c zaptid -n '__fish_seen_subcommand_from get bench' -l tls-key -r -F -d 'Client private key for mutual TLS'
+complete -c zaptid -n '__fish_seen_subcommand_from get bench' -l tls-server-name -x -d 'Name to expect in the server certificate'
 complete -c zaptid -n '__fish_seen_subcommand_from get bench' -l timeout -x -d 'Deadline of each call'
 complete -c zaptid -n '__fish_seen_subcommand_from get' -l decode -d 'Print the decoded parts'
 complete -c zaptid -n '__fish_seen_subcommand_from bench' -s c -l connections -x -d 'Connections to open'

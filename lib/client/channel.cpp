@@ -133,14 +133,23 @@ Result<std::string> read_pem(const std::string& path, std::string_view option) {
   return pem;
 }
 
-Result<std::shared_ptr<grpc::Channel>> make_channel(const ChannelOptions& opt) {
+Result<std::shared_ptr<grpc::Channel>> make_channel(const ChannelOptions& opt, const ChannelTuning& tuning) {
   auto target = target_for(opt.server);
   if (!target) return target.error();
   if (opt.tls_cert.empty() != opt.tls_key.empty()) return invalid("--tls-cert and --tls-key go together");
 
   grpc::ChannelArguments args;
-  args.SetServiceConfigJSON(std::string(kServiceConfig));
-  args.SetInt(GRPC_ARG_ENABLE_RETRIES, 1);
+  if (tuning.retries) {
+    args.SetServiceConfigJSON(std::string(kServiceConfig));
+    args.SetInt(GRPC_ARG_ENABLE_RETRIES, 1);
+  } else {
+    args.SetLoadBalancingPolicyName("round_robin");
+    args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
+  }
+  if (tuning.own_connection >= 0) {
+    args.SetInt("zaptid.connection", tuning.own_connection);  // distinct arguments: not shared
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  }
   args.SetMaxReceiveMessageSize(64 << 20);  // a full batch never comes near this
   std::shared_ptr<grpc::ChannelCredentials> creds;
   const bool tls = opt.tls || !opt.tls_ca.empty() || !opt.tls_cert.empty() || !opt.tls_server_name.empty();

@@ -37,10 +37,19 @@ void use_native_dns_resolver();
 /// holding every address, which the channel balances round-robin. Errors name the bad entry.
 Result<std::string> target_for(const std::string& server);
 
-/// A channel that balances round-robin over every address of the target and retries a call
-/// that failed UNAVAILABLE (on the next address) while its deadline allows. Fails for unreadable
-/// TLS files or a bad --server.
-Result<std::shared_ptr<grpc::Channel>> make_channel(const ChannelOptions& options);
+/// How make_channel() builds a channel beyond what the user's flags say.
+struct ChannelTuning {
+  /// Retry a call that failed UNAVAILABLE. Off for a load generator, which counts failures.
+  bool retries = true;
+  /// >= 0: a connection of this channel's own, not shared with other channels of the process
+  /// (gRPC shares one between channels with equal arguments); the number tells them apart.
+  int own_connection = -1;
+};
+
+/// A channel that balances round-robin over every address of the target and (unless tuned
+/// otherwise) retries a call that failed UNAVAILABLE (on the next address) while its deadline
+/// allows. Fails for unreadable TLS files or a bad --server.
+Result<std::shared_ptr<grpc::Channel>> make_channel(const ChannelOptions& options, const ChannelTuning& tuning = {});
 
 /// The contents of a PEM file; `option` names it in the error ("--tls-ca").
 Result<std::string> read_pem(const std::string& path, std::string_view option);

@@ -1,4 +1,5 @@
 """TLS and mutual TLS between zaptid serve and zaptid get, with certificates made by openssl here."""
+import json
 import os
 import subprocess
 
@@ -62,6 +63,24 @@ class TlsTest(ZaptidTestCase):
                          f"zaptid: {s.address}: ")
         # The server kept serving through the refused handshakes.
         self.assertGot(self.get(s, "--tls-ca", self.path("ca.pem")), 11)
+
+    def test_bench_over_tls(self):
+        # bench takes get's TLS flags: it loads a TLS server it trusts, and fails (status 4)
+        # against one it does not.
+        s = self.start_server("--tls-cert", self.path("server.pem"), "--tls-key", self.path("server.key"),
+                              "--tls-client-ca", self.path("ca.pem"), machine_id=15)
+        tls = ("--tls-ca", self.path("ca.pem"), "--tls-cert", self.path("client.pem"), "--tls-key",
+               self.path("client.key"))
+        r = self.zaptid("bench", "--server", s.address, *tls, "-c", 2, "-m", 2, "--duration", "300ms",
+                        "--format", "json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        report = json.loads(r.stdout)
+        self.assertGreater(report["requests_ok"], 0)
+        self.assertEqual(report["requests_failed"], 0)
+        self.assertEqual(report["duplicates"], 0)
+        r = self.zaptid("bench", "--server", s.address, "--tls-ca", self.path("ca.pem"), "--duration", "200ms",
+                        "--timeout", "300ms")
+        self.assertFails(r, 4, f"zaptid: {s.address}: ")
 
     def test_mutual_tls(self):
         s = self.start_server("--tls-cert", self.path("server.pem"), "--tls-key", self.path("server.key"),
