@@ -40,9 +40,9 @@ void print_text(const BenchOptions& opt, const LoadResult& r, const Ceiling& c) 
   const double rps = r.seconds > 0 ? static_cast<double>(r.ok) / r.seconds : 0;
   const double ips = r.seconds > 0 ? static_cast<double>(r.ids) / r.seconds : 0;
   const auto& l = r.latencies_us;
-  fmt::print("zaptid bench: {} method {}{}, {} connection(s) x {} in flight, {:.2f}s\n", opt.channel.server, opt.method,
-             opt.method == "batch" ? fmt::format(" ({} IDs per call)", opt.batch_size) : "", opt.connections,
-             opt.concurrency, r.seconds);
+  fmt::print("zaptid bench: {} method {}{}, {} connection(s) x {} in flight, {:.2f}s\n", opt.channel.server,
+             opt.method, opt.method == "batch" ? fmt::format(" ({} IDs per call)", opt.batch_size) : "",
+             opt.connections, opt.concurrency, r.seconds);
   fmt::print("requests  {} ok, {} failed, {:.0f} req/s\n", r.ok, r.failed, rps);
   fmt::print("IDs       {}, {:.0f} IDs/s, {:.1f}% of the ceiling ({:.0f} IDs/s: {})\n", r.ids, ips,
              100.0 * ips / c.ids_per_second, c.ids_per_second, c.source);
@@ -114,9 +114,7 @@ int run_bench(const BenchOptions& opt) {
   // round-robin), but no retries: a failed call counts as failed.
   client::use_native_dns_resolver();
   for (int i = 0; i < opt.connections; ++i) {
-    auto channel = client::make_channel(opt.channel, {.retries = false, .own_connection = i});
-    if (!channel) throw Fatal(kExitUsage, channel.message());
-    load.channels.push_back(std::move(*channel));
+    load.channels.push_back(open_channel(opt.channel, {.retries = false, .own_connection = i}));
   }
   const Ceiling ceiling = learn_ceiling(load.channels.front(), opt.channel.server, load.timeout);
   const LoadResult r = run_load(load);
@@ -127,14 +125,16 @@ int run_bench(const BenchOptions& opt) {
   }
   std::cout.flush();
   if (r.duplicates > 0 || r.zero_ids > 0) {
-    throw Fatal(kExitFailure, fmt::format("{}: {} duplicate and {} zero IDs received", opt.channel.server, r.duplicates,
-                                          r.zero_ids));
+    throw Fatal(kExitFailure, fmt::format("{}: {} duplicate and {} zero IDs received", opt.channel.server,
+                                          r.duplicates, r.zero_ids));
   }
   if (r.ok == 0) {
     throw Fatal(kExitServer, fmt::format("{}: every call failed ({})", opt.channel.server,
                                          r.errors.empty() ? "no calls" : r.errors.begin()->first));
   }
-  if (r.failed > 0) throw Fatal(kExitServer, fmt::format("{}: {} of {} calls failed", opt.channel.server, r.failed, r.ok + r.failed));
+  if (r.failed > 0) {
+    throw Fatal(kExitServer, fmt::format("{}: {} of {} calls failed", opt.channel.server, r.failed, r.ok + r.failed));
+  }
   return kExitOk;
 }
 

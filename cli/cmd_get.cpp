@@ -37,6 +37,15 @@ void add_client_options(CLI::App& app, client::ChannelOptions& opt, bool retries
       ->group("TLS");
 }
 
+std::shared_ptr<grpc::Channel> open_channel(const client::ChannelOptions& opt, const client::ChannelTuning& tuning) {
+  auto ch = client::make_channel(opt, tuning);
+  if (ch) return std::move(*ch);
+  if (ch.error().kind == ErrorKind::kUnavailable) {
+    throw Fatal(kExitServer, fmt::format("{}: {}", opt.server, ch.message()));
+  }
+  throw Fatal(kExitUsage, ch.message());
+}
+
 void setup_get(CLI::App& app, Action& action) {
   auto opt = std::make_shared<GetOptions>();
   auto* sub = app.add_subcommand("get", "Get IDs from a zaptid (or zaptidgen) server");
@@ -65,17 +74,8 @@ namespace {
 class Getter {
  public:
   Getter(const GetOptions& opt, std::chrono::milliseconds timeout)
-      : opt_(opt), timeout_(timeout), stub_(idgen::IdGen::NewStub(channel(opt))) {}
+      : opt_(opt), timeout_(timeout), stub_(idgen::IdGen::NewStub(open_channel(opt.channel))) {}
 
-  // A name that does not resolve is an unreachable server; a malformed option is a usage error.
-  static std::shared_ptr<grpc::Channel> channel(const GetOptions& opt) {
-    auto ch = client::make_channel(opt.channel);
-    if (ch) return std::move(*ch);
-    if (ch.error().kind == ErrorKind::kUnavailable) {
-      throw Fatal(kExitServer, fmt::format("{}: {}", opt.channel.server, ch.message()));
-    }
-    throw Fatal(kExitUsage, ch.message());
-  }
 
   // The server's Info, or nullopt for a server without it (zaptidgen).
   std::optional<idgen::InfoResponse> info() {

@@ -24,4 +24,9 @@ int run_get(const GetOptions& opt);
 /// calls (get does, bench counts them as failed), as --server's help says.
 void add_client_options(CLI::App& app, client::ChannelOptions& opt, bool retries = true);
 
+/// client::make_channel(), or Fatal: a name that does not resolve is an unreachable server
+/// (kExitServer, "<server>: cannot resolve …"), a malformed option a usage error (kExitUsage).
+std::shared_ptr<grpc::Channel> open_channel(const client::ChannelOptions& opt,
+                                            const client::ChannelTuning& tuning = {});
+
 }  // namespace zaptid::cli

@@ -38,6 +38,9 @@ class BenchTest(ZaptidTestCase):
     def test_dead_server(self):
         r = self.zaptid("bench", "--server", f"127.0.0.1:{free_port()}", "--duration", "100ms", "--timeout", "300ms")
         self.assertFails(r, 4, "127.0.0.1:")
+        # A name that does not resolve is an unreachable server, as for get.
+        self.assertFails(self.zaptid("bench", "--server", "no-such-host.invalid:1,127.0.0.1:1"), 4,
+                         "zaptid: no-such-host.invalid:1,127.0.0.1:1: cannot resolve no-such-host.invalid")
 
     def test_bad_options(self):
         self.assertFails(self.zaptid("bench", "--method", "stream"), 2, "--method")
