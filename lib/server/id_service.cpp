@@ -216,45 +216,52 @@ class UnaryCall : public Tag {
 };
 
 /// A call that asks for IDs (Gen or GenBatch): IdService::issue() reserves them and then calls
-/// deliver() or fail(), now or from the waiter thread.
+/// deliver() or fail(), now or from another thread.
 class IssueCall {
  public:
   virtual void deliver(const Generator& generator, const Block& block) = 0;
   virtual void fail(const grpc::Status& status) = 0;
-  std::chrono::system_clock::time_point deadline() const { return deadline_; }
+  virtual std::chrono::system_clock::time_point deadline() const = 0;
   virtual const char* name() const = 0;
   /// The queue whose thread serves this call.
   virtual Queue& queue() = 0;
 
  protected:
   ~IssueCall() = default;
-  std::chrono::system_clock::time_point deadline_;
 };
 
 namespace {
 
-class GenCall final : public UnaryCall<GenCall, idgen::IdRequest, idgen::IdResponse>, public IssueCall {
+/// What Gen and GenBatch share: a unary call that is also an IssueCall.
+template <class Derived, class Request, class Response>
+class UnaryIssueCall : public UnaryCall<Derived, Request, Response>, public IssueCall {
  public:
-  GenCall(IdService& service, Queue& queue) : UnaryCall(service, queue) {
+  void fail(const grpc::Status& status) override { this->finish(status); }
+  std::chrono::system_clock::time_point deadline() const override { return this->ctx_.deadline(); }
+  Queue& queue() override { return this->queue_; }
+
+ protected:
+  using UnaryCall<Derived, Request, Response>::UnaryCall;
+  ~UnaryIssueCall() = default;
+};
+
+class GenCall final : public UnaryIssueCall<GenCall, idgen::IdRequest, idgen::IdResponse> {
+ public:
+  GenCall(IdService& service, Queue& queue) : UnaryIssueCall(service, queue) {
     service.services().idgen.RequestGen(&ctx_, &request_, &writer_, queue.cq.get(), queue.cq.get(),
                                         static_cast<Tag*>(this));
   }
-  void handle() {
-    deadline_ = ctx_.deadline();
-    service_.issue(*this, 1);
-  }
+  void handle() { service_.issue(*this, 1); }
   void deliver(const Generator& generator, const Block& block) override {
     response_.set_id(generator.id_at(block.first));
     finish(grpc::Status::OK);
   }
-  void fail(const grpc::Status& status) override { finish(status); }
   const char* name() const override { return "Gen"; }
-  Queue& queue() override { return queue_; }
 };
 
-class BatchCall final : public UnaryCall<BatchCall, idgen::BatchRequest, idgen::BatchResponse>, public IssueCall {
+class BatchCall final : public UnaryIssueCall<BatchCall, idgen::BatchRequest, idgen::BatchResponse> {
  public:
-  BatchCall(IdService& service, Queue& queue) : UnaryCall(service, queue) {
+  BatchCall(IdService& service, Queue& queue) : UnaryIssueCall(service, queue) {
     service.services().idgen.RequestGenBatch(&ctx_, &request_, &writer_, queue.cq.get(), queue.cq.get(),
                                              static_cast<Tag*>(this));
   }
@@ -262,10 +269,10 @@ class BatchCall final : public UnaryCall<BatchCall, idgen::BatchRequest, idgen::
     const uint32_t count = request_.count();
     if (count == 0 || count > service_.max_batch()) {
       finish({grpc::StatusCode::INVALID_ARGUMENT,
-              fmt::format("count must be from 1 to {} (the server's --max-batch), not {}", service_.max_batch(), count)});
+              fmt::format("count must be from 1 to {} (the server's --max-batch), not {}", service_.max_batch(),
+                          count)});
       return;
     }
-    deadline_ = ctx_.deadline();
     service_.issue(*this, count);
   }
   void deliver(const Generator& generator, const Block& block) override {
@@ -274,15 +281,14 @@ class BatchCall final : public UnaryCall<BatchCall, idgen::BatchRequest, idgen::
     generator.write_ids(block, ids->mutable_data());
     finish(grpc::Status::OK);
   }
-  void fail(const grpc::Status& status) override { finish(status); }
   const char* name() const override { return "GenBatch"; }
-  Queue& queue() override { return queue_; }
 };
 
 class InfoCall final : public UnaryCall<InfoCall, idgen::InfoRequest, idgen::InfoResponse> {
  public:
   InfoCall(IdService& service, Queue& queue) : UnaryCall(service, queue) {
-    service.services().idgen.RequestInfo(&ctx_, &request_, &writer_, queue.cq.get(), queue.cq.get(), static_cast<Tag*>(this));
+    service.services().idgen.RequestInfo(&ctx_, &request_, &writer_, queue.cq.get(), queue.cq.get(),
+                                         static_cast<Tag*>(this));
   }
   void handle() {
     service_.fill_info(response_);
@@ -293,7 +299,8 @@ class InfoCall final : public UnaryCall<InfoCall, idgen::InfoRequest, idgen::Inf
 class CheckCall final : public UnaryCall<CheckCall, health::HealthCheckRequest, health::HealthCheckResponse> {
  public:
   CheckCall(IdService& service, Queue& queue) : UnaryCall(service, queue) {
-    service.services().health.RequestCheck(&ctx_, &request_, &writer_, queue.cq.get(), queue.cq.get(), static_cast<Tag*>(this));
+    service.services().health.RequestCheck(&ctx_, &request_, &writer_, queue.cq.get(), queue.cq.get(),
+                                           static_cast<Tag*>(this));
   }
   void handle() {
     const int status = service_.health_status(request_.service());
@@ -310,7 +317,8 @@ class CheckCall final : public UnaryCall<CheckCall, health::HealthCheckRequest, 
 class ReflectionCall final : public Tag {
  public:
   ReflectionCall(IdService& service, Queue& queue) : service_(service), queue_(queue), live_(service) {
-    service.services().reflection.RequestServerReflectionInfo(&ctx_, &stream_, queue.cq.get(), queue.cq.get(), static_cast<Tag*>(this));
+    service.services().reflection.RequestServerReflectionInfo(&ctx_, &stream_, queue.cq.get(), queue.cq.get(),
+                                                              static_cast<Tag*>(this));
   }
   void proceed(bool ok) override {
     switch (state_) {
@@ -374,7 +382,8 @@ class WatchCall final : public Tag {
  public:
   WatchCall(IdService& service, Queue& queue) : service_(service), queue_(queue), live_(service) {
     ctx_.AsyncNotifyWhenDone(static_cast<Tag*>(&done_));
-    service.services().health.RequestWatch(&ctx_, &request_, &writer_, queue.cq.get(), queue.cq.get(), static_cast<Tag*>(this));
+    service.services().health.RequestWatch(&ctx_, &request_, &writer_, queue.cq.get(), queue.cq.get(),
+                                           static_cast<Tag*>(this));
   }
   const std::string& service_name() const { return request_.service(); }
 
@@ -509,7 +518,8 @@ Result<std::unique_ptr<IdService>> IdService::create(ServiceOptions options) {
     return invalid(fmt::format("--max-batch {} is too large (at most {})", max_batch,
                                std::min<uint64_t>(kMaxBatchLimit, block_limit)));
   }
-  auto answers = Reflection::create({kServiceName, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"});
+  auto answers =
+      Reflection::create({kServiceName, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"});
   if (!answers) return answers.error();
   return std::unique_ptr<IdService>(new IdService(std::move(options), max_batch, std::move(*answers)));
 }
@@ -601,18 +611,13 @@ void IdService::start() {
 
 void IdService::shutdown(grpc::Server& server, std::chrono::system_clock::time_point deadline) {
   {
-    std::lock_guard lock(mu_);
-    if (shut_down_) return;
-    shut_down_ = true;
-    shutting_down_.store(true, std::memory_order_release);
+    std::unique_lock lock(mu_);
+    if (shutting_down_.exchange(true, std::memory_order_acq_rel)) return;
     for (WatchCall* w : watchers_) {
       w->notify(health::HealthCheckResponse::NOT_SERVING);
       w->end();
     }
-  }
-  {
     // Let the watchers' last words reach their clients before the connections close.
-    std::unique_lock lock(mu_);
     unwatched_.wait_until(lock, deadline, [this] { return watchers_.empty(); });
   }
   server.Shutdown(deadline);
@@ -640,8 +645,8 @@ void IdService::set_available() {
 
 int IdService::health_status(const std::string& service) const {
   if (!service.empty() && service != kServiceName) return health::HealthCheckResponse::SERVICE_UNKNOWN;
-  return available() && !shutting_down_.load(std::memory_order_acquire) ? health::HealthCheckResponse::SERVING
-                                        : health::HealthCheckResponse::NOT_SERVING;
+  const bool serving = available() && !shutting_down_.load(std::memory_order_acquire);
+  return serving ? health::HealthCheckResponse::SERVING : health::HealthCheckResponse::NOT_SERVING;
 }
 
 void IdService::publish_health() {
@@ -736,27 +741,26 @@ void IdService::issue(IssueCall& call, uint64_t count) {
   reserve(call, *gen, count);
 }
 
-void IdService::reserve(IssueCall& call, Generator& generator, uint64_t count) {
-  Generator* gen = &generator;
+void IdService::reserve(IssueCall& call, Generator& gen, uint64_t count) {
   const Nanos now = opt_.clock->now();
-  auto block = gen->reserve(count);
+  auto block = gen.reserve(count);
   if (!block) {
-    spdlog::debug("reserve({}) on machine id {} failed: {}", count, gen->machine_id(), block.message());
+    spdlog::debug("reserve({}) on machine id {} failed: {}", count, gen.machine_id(), block.message());
     call.fail(to_grpc_status(block.error()));
     return;
   }
   Pending p;
   p.call = &call;
-  p.generator = gen;
+  p.generator = &gen;
   p.block = *block;
-  p.ready_at = gen->ready_at(*block);
-  if (p.ready_at <= now || gen->is_ready(*block)) {
+  p.ready_at = gen.ready_at(*block);
+  if (p.ready_at <= now || gen.is_ready(*block)) {
     finish(p, Outcome::kReady);
     return;
   }
   const auto wait = std::chrono::duration_cast<std::chrono::steady_clock::duration>(p.ready_at - now);
   p.give_up = std::chrono::steady_clock::now() + wait + opt_.max_clock_wait;
-  spdlog::debug("{} of {} on machine id {} waits {}us for its tick", call.name(), count, gen->machine_id(),
+  spdlog::debug("{} of {} on machine id {} waits {}us for its tick", call.name(), count, gen.machine_id(),
                 std::chrono::duration_cast<std::chrono::microseconds>(wait).count());
   waiter_.add(p);
 }

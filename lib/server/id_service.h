@@ -151,18 +151,17 @@ class IdService {
   std::vector<std::atomic<Generator*>> lanes_;
   std::atomic<uint64_t> next_lane_{0};
   std::atomic<bool> available_{true};
-  mutable std::mutex mu_;  // guards reason_, keep_, watchers_, shut_down_
+  mutable std::mutex mu_;  // guards reason_, keep_, watchers_; taken to set shutting_down_
   std::string reason_;
   std::vector<std::shared_ptr<Generator>> keep_;  // every generator ever used, for waiting calls
   std::vector<WatchCall*> watchers_;
   std::condition_variable unwatched_;  // watchers_ became empty
-  std::atomic<bool> shutting_down_{false};
+  std::atomic<bool> shutting_down_{false};  // shutdown() began
   std::unique_ptr<Services> services_;
   std::unique_ptr<Worker> worker_;
   std::vector<std::unique_ptr<Queue>> queues_;
   std::atomic<int64_t> live_calls_{0};
   bool started_ = false;
-  bool shut_down_ = false;
   Waiter waiter_;
 };
 

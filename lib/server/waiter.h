@@ -48,7 +48,8 @@ class Waiter {
   Waiter(const Waiter&) = delete;
   Waiter& operator=(const Waiter&) = delete;
 
-  /// Queues a call; its finisher runs exactly once, from the waiter's thread.
+  /// Queues a call; its finisher runs exactly once: from the waiter's thread, or at once from the
+  /// caller's thread (with kStopping) once stop() began.
   void add(Pending p);
   /// Re-examines the queue now (after a clock change in tests).
   void poke();
