@@ -23,7 +23,7 @@ int run_gen(const GenOptions& opt) {
   const Layout layout = resolve_layout(opt.layout);
   SystemClock clock;
   // A one-shot process reserves little ahead: a crash costs the next run at most this wait.
-  LocalIssuer issuer = open_local_issuer(layout, opt.identity, "gen", clock, std::chrono::milliseconds(100));
+  LocalIssuer issuer = open_local_issuer(layout, opt.identity, clock, std::chrono::milliseconds(100));
   spdlog::debug("machine id {} from {}", issuer.machine.id, issuer.machine.source);
   if (!issuer.machine.warning.empty()) spdlog::warn("{}", issuer.machine.warning);
 

@@ -127,11 +127,11 @@ Lanes open_lanes(const ServeOptions& opt, const Layout& layout, Clock& clock) {
     for (uint64_t i = 0; i < opt.lanes; ++i) {
       IdentityOptions identity = opt.identity;
       identity.machine_id = std::to_string(range->first + i);
-      issuers->push_back(open_local_issuer(layout, identity, "serve", clock, reserve_ahead));
+      issuers->push_back(open_local_issuer(layout, identity, clock, reserve_ahead));
     }
     lanes.source = range->source;
   } else {
-    issuers->push_back(open_local_issuer(layout, opt.identity, "serve", clock, reserve_ahead));
+    issuers->push_back(open_local_issuer(layout, opt.identity, clock, reserve_ahead));
     lanes.source = issuers->front().machine.source;
     if (!issuers->front().machine.warning.empty()) spdlog::warn("{}", issuers->front().machine.warning);
   }
@@ -139,10 +139,10 @@ Lanes open_lanes(const ServeOptions& opt, const Layout& layout, Clock& clock) {
   const auto generators = lanes.generators;
   lanes.release = [issuers, generators] {
     for (size_t i = 0; i < issuers->size(); ++i) {
-      auto& lock = (*issuers)[i].lock;
-      if (!lock) continue;
-      auto st = lock->release(generators[i]->last_reserved());
-      lock.reset();
+      auto& claim = (*issuers)[i].claim;
+      if (!claim) continue;
+      auto st = claim->release(generators[i]->last_reserved());
+      claim.reset();
       if (!st) throw Fatal(kExitFailure, st.message());
     }
   };

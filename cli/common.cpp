@@ -65,7 +65,7 @@ void add_identity_options(CLI::App& app, IdentityOptions& opt) {
                  "Machine id (env ZAPTID_MACHINE_ID); default: low bits of the host's private IPv4")
       ->group(group);
   app.add_option("--state-dir", opt.state_dir,
-                 "Folder for the host lock and state files; default $XDG_STATE_HOME/zaptid, else "
+                 "Folder for this user's records of the IDs issued; default $XDG_STATE_HOME/zaptid, else "
                  "~/.local/state/zaptid, else /var/lib/zaptid")
       ->envname("ZAPTID_STATE_DIR")
       ->group(group);
@@ -75,14 +75,19 @@ void add_identity_options(CLI::App& app, IdentityOptions& opt) {
       ->capture_default_str()
       ->group(group);
   app.add_option("--lock-timeout", opt.lock_timeout,
-                 "How long to wait for another process using the same machine id on this host")
+                 "How long to wait while another process on this host (any user) uses the same machine id")
       ->envname("ZAPTID_LOCK_TIMEOUT")
       ->capture_default_str()
       ->group(group);
 }
 
-LocalIssuer open_local_issuer(const Layout& layout, const IdentityOptions& opt, const std::string& holder,
-                              Clock& clock, std::chrono::milliseconds reserve_ahead) {
+std::filesystem::path host_dir() {
+  if (const char* e = std::getenv("ZAPTID_HOST_DIR"); e != nullptr && e[0] != '\0') return e;
+  return HostClaim::default_host_dir();
+}
+
+LocalIssuer open_local_issuer(const Layout& layout, const IdentityOptions& opt, Clock& clock,
+                              std::chrono::milliseconds reserve_ahead) {
   const auto max_wait = duration_ms(opt.max_clock_wait, "--max-clock-wait");
   const auto lock_timeout = duration_ms(opt.lock_timeout, "--lock-timeout");
   std::optional<std::string> env;
@@ -92,27 +97,31 @@ LocalIssuer open_local_issuer(const Layout& layout, const IdentityOptions& opt, 
   LocalIssuer issuer;
   issuer.machine = take(choose_machine_id(opt.machine_id, env, addresses, layout), kExitUsage);
 
-  const std::filesystem::path dir =
-      opt.state_dir.empty() ? HostLock::default_dir() : std::filesystem::path(opt.state_dir);
-  auto lock = HostLock::acquire(dir, HostLock::name_for(layout.key(), issuer.machine.id), lock_timeout, holder);
-  if (!lock) throw Fatal(kExitFailure, lock.message());
-  issuer.lock = std::move(*lock);
+  HostClaimOptions c;
+  c.layout = layout;
+  c.machine_id = issuer.machine.id;
+  c.state_dir = opt.state_dir.empty() ? HostClaim::default_state_dir() : std::filesystem::path(opt.state_dir);
+  c.host_dir = host_dir();
+  c.timeout = lock_timeout;
+  c.clock = &clock;
+  c.max_clock_wait = max_wait;
+  issuer.claim = take(HostClaim::acquire(c), kExitFailure);
 
   GeneratorOptions g;
   g.layout = layout;
   g.machine_id = issuer.machine.id;
   g.clock = &clock;
   g.max_clock_wait = max_wait;
-  g.start_after = issuer.lock->recorded();
-  g.reserver = issuer.lock.get();
+  g.start_after = issuer.claim->start_after();
+  g.reserver = issuer.claim.get();
   g.reserve_ahead = reserve_ahead;
   issuer.generator = take(Generator::create(std::move(g)), kExitUsage);
   return issuer;
 }
 
 void LocalIssuer::release() {
-  if (!lock) return;
-  auto st = lock->release(generator ? generator->last_reserved() : std::nullopt);
+  if (!claim) return;
+  auto st = claim->release(generator ? generator->last_reserved() : std::nullopt);
   if (!st) throw Fatal(kExitFailure, st.message());
 }
 

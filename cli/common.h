@@ -16,7 +16,7 @@
 #include "core/layout.h"
 #include "core/machine_id.h"
 #include "core/result.h"
-#include "core/state_file.h"
+#include "core/host_claim.h"
 #include "exit_status.h"
 
 namespace zaptid::cli {
@@ -64,18 +64,20 @@ struct IdentityOptions {
 };
 void add_identity_options(CLI::App& app, IdentityOptions& opt);
 
-/// A generator that holds this host's lock for its layout and machine id.
+/// A generator that holds this host's claim on its machine id.
 struct LocalIssuer {
   MachineIdChoice machine;
-  std::unique_ptr<HostLock> lock;
+  std::unique_ptr<HostClaim> claim;
   std::unique_ptr<Generator> generator;
-  /// Records exactly what was issued and unlocks; for a clean exit.
+  /// Records exactly what was issued and gives up the claim; for a clean exit.
   void release();
 };
-/// Chooses the machine id, takes the host lock (as `holder`) and starts a generator after the
-/// recorded high-water mark. Throws Fatal (kExitUsage for bad options, kExitFailure otherwise).
-LocalIssuer open_local_issuer(const Layout& layout, const IdentityOptions& opt, const std::string& holder,
-                              Clock& clock, std::chrono::milliseconds reserve_ahead);
+/// The folder every zaptid on this host shares: $ZAPTID_HOST_DIR, else HostClaim's default.
+std::filesystem::path host_dir();
+/// Chooses the machine id, takes the host claim and starts a generator above the records.
+/// Throws Fatal (kExitUsage for bad options, kExitFailure otherwise).
+LocalIssuer open_local_issuer(const Layout& layout, const IdentityOptions& opt, Clock& clock,
+                              std::chrono::milliseconds reserve_ahead);
 
 /// A millisecond duration option value, or Fatal(kExitUsage) naming the option.
 std::chrono::milliseconds duration_ms(const std::string& text, std::string_view option);

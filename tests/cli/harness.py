@@ -12,6 +12,27 @@ import unittest
 ZAPTID = os.environ.get("ZAPTID_BIN") or os.path.abspath(
     os.path.join(os.path.dirname(__file__), "..", "..", "build", "cli", "zaptid"))
 
+SONYFLAKE_KEY = "e1409529600000-u10-t39-s8-m16-sm"
+RECORD_SIZE = 256
+DAMAGED = ("is damaged ({}); refusing to guess which IDs were issued. Remove it only when no zaptid with this "
+           "machine id has run for longer than the clock wait limit")
+
+
+def zaptid_record(machine_id, id, layout_key=SONYFLAKE_KEY):
+    """A record of the largest ID issued with a machine id, byte for byte as zaptid writes it."""
+    import zlib
+    body = f"zaptid-record 2\nmachine-id {machine_id}\nid {id}\nlayout {layout_key}\n"
+    text = f"{body}crc32 {zlib.crc32(body.encode()):08x}\n"
+    return text + " " * (RECORD_SIZE - len(text) - 1) + "\n"
+
+
+def recorded_id(path):
+    """The ID a record file holds."""
+    import re
+    with open(path) as f:
+        return int(re.search(r"\nid (\d+)\n", f.read()).group(1))
+
+
 # The vector a real zaptidgen server (machine id 5) issued; see issue 2.
 ZAPTIDGEN_ID = 647842057989128197
 
@@ -24,6 +45,9 @@ class ZaptidTestCase(unittest.TestCase):
         self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("ZAPTID_") or k == "ZAPTID_BIN"}
         self.env["ZAPTID_STATE_DIR"] = os.path.join(self.tmp, "state")
+        # A host folder of the test's own: records it leaves behind must not constrain the host's
+        # real zaptid (claims are host-wide all the same; tests use machine ids of their own).
+        self.env["ZAPTID_HOST_DIR"] = os.path.join(self.tmp, "host")
         self.env["HOME"] = self.tmp
 
     def zaptid(self, *args, input=None, env=None, timeout=60):

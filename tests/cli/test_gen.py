@@ -1,26 +1,15 @@
 """zaptid gen, run as a user would."""
-import fcntl
 import json
 import os
 import re
 import resource
+import socket
 import subprocess
 import time
 import unittest
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 
-from harness import ZAPTID, ZaptidTestCase
-
-SONYFLAKE_KEY = "e1409529600000-u10-t39-s8-m16-sm"
-DAMAGED = ("is damaged ({}); refusing to guess where the previous process stopped. Remove it only when no zaptid "
-           "with this machine id has run for longer than the clock wait limit")
-
-
-def record(cursor):
-    """A state record as zaptid writes it."""
-    body = f"zaptid-state 1\ncursor {cursor}\n"
-    return f"{body}crc32 {zlib.crc32(body.encode()):08x}\n"
+from harness import DAMAGED, ZAPTID, ZaptidTestCase, recorded_id, zaptid_record
 
 
 class GenTest(ZaptidTestCase):
@@ -113,24 +102,28 @@ class GenTest(ZaptidTestCase):
         self.assertFails(self.zaptid("gen", "--lock-timeout", "soon", "--machine-id", 1), 2,
                          "zaptid: --lock-timeout 'soon' is not a duration (examples: 500ms, 1s, 1.5s, 2m)")
 
-    def state_path(self, machine_id, suffix=".state"):
-        return os.path.join(self.tmp, "state", f"{SONYFLAKE_KEY}-machine-{machine_id}{suffix}")
+    def state_path(self, machine_id):
+        return os.path.join(self.tmp, "state", f"machine-{machine_id}.state")
 
-    def test_state_records_exactly_the_last_id(self):
+    def host_path(self, machine_id):
+        return os.path.join(self.tmp, "host", f"machine-{machine_id}")
+
+    def test_records_hold_exactly_the_last_id(self):
         r = self.zaptid("gen", "-n", 300, "--machine-id", 7)
         self.assertEqual(r.returncode, 0, r.stderr)
         last = int(r.stdout.split()[-1])
-        with open(self.state_path(7)) as f:
-            text = f.read()
-        self.assertEqual(text, record(((last >> 24) << 8) | ((last >> 16) & 0xFF)))
-        self.assertFalse(os.path.exists(self.state_path(7, ".state.tmp")))
+        for path in (self.state_path(7), self.host_path(7)):
+            with open(path) as f:
+                self.assertEqual(f.read(), zaptid_record(7, last))
+        self.assertEqual(sorted(os.listdir(os.path.join(self.tmp, "state"))), ["machine-7.state"])
+        self.assertEqual(os.stat(os.path.join(self.tmp, "host")).st_mode & 0o7777, 0o1777)
+        self.assertEqual(os.stat(self.host_path(7)).st_mode & 0o777, 0o666)
 
     def test_default_state_folder(self):
         env = {k: v for k, v in self.env.items() if k not in ("ZAPTID_STATE_DIR", "XDG_STATE_HOME")}
         r = subprocess.run([ZAPTID, "gen", "--machine-id", "8"], capture_output=True, text=True, env=env, timeout=60)
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertTrue(os.path.exists(os.path.join(self.tmp, ".local", "state", "zaptid",
-                                                    f"{SONYFLAKE_KEY}-machine-8.state")))
+        self.assertTrue(os.path.exists(os.path.join(self.tmp, ".local", "state", "zaptid", "machine-8.state")))
 
     def assertRefused(self, result, message):
         """Exit 1, one 'zaptid: ' line containing message, and not a single ID on stdout."""
@@ -138,40 +131,42 @@ class GenTest(ZaptidTestCase):
         self.assertEqual(result.stdout, "")
 
     def test_killed_run_is_never_repeated(self):
-        # SIGKILL leaves the reserved window in the record: the next run starts after all of it.
+        # SIGKILL leaves the reserved window in the records: the next run starts after all of it.
         p = self.popen("gen", "-n", 10**9, "--machine-id", 7)
         first = [int(p.stdout.readline()) for _ in range(1000)]
         p.kill()
         rest, _ = p.communicate(timeout=60)
         issued = first + [int(x) for x in rest.split()]
-        with open(self.state_path(7)) as f:
-            recorded = int(re.search(r"cursor (\d+)", f.read()).group(1))
+        recorded = recorded_id(self.host_path(7))
+        self.assertEqual(recorded, recorded_id(self.state_path(7)))
         last = max(issued)
-        self.assertGreaterEqual(recorded, ((last >> 24) << 8) | ((last >> 16) & 0xFF))
+        self.assertGreaterEqual(recorded, last)
         r = self.zaptid("gen", "-n", 3, "--machine-id", 7)
         self.assertEqual(r.returncode, 0, r.stderr)
         after = [int(x) for x in r.stdout.split()]
-        self.assertGreater(min(after), last)
-        self.assertGreater(min(after) >> 24, recorded >> 8)  # past the whole window, not just the last ID
+        self.assertGreater(min(after), recorded)  # past the whole window, not just the last ID
 
-    def test_damaged_state_is_refused(self):
+    def test_damaged_record_is_refused(self):
         r = self.zaptid("gen", "--machine-id", 7)
         self.assertEqual(r.returncode, 0, r.stderr)
-        path = self.state_path(7)
-        with open(path) as f:
-            good = f.read()
-        crc = re.search(r"crc32 ([0-9a-f]{8})", good).group(1)
-        flipped = good.replace(crc, crc[:-1] + ("0" if crc[-1] != "0" else "1"))
-        for text, why in ((flipped, "checksum mismatch"), (good[:-5], "incomplete"), ("", "incomplete"),
-                          (good.replace("cursor ", "cursor 1"), "checksum mismatch")):
-            with self.subTest(why=why, text=text):
-                with open(path, "w") as f:
-                    f.write(text)
-                self.assertRefused(self.zaptid("gen", "-n", 5, "--machine-id", 7),
-                                   f"zaptid: state file {path} " + DAMAGED.format(why))
-                with open(path) as f:
-                    self.assertEqual(f.read(), text)  # never reset
-        # Another machine id has its own record and is not affected.
+        for path in (self.state_path(7), self.host_path(7)):
+            with open(path) as f:
+                good = f.read()
+            crc = re.search(r"crc32 ([0-9a-f]{8})", good).group(1)
+            flipped = good.replace(crc, crc[:-1] + ("0" if crc[-1] != "0" else "1"))
+            for text, why in ((flipped, DAMAGED.format("checksum mismatch")),
+                              (good[:-5], DAMAGED.format("251 bytes, not 256")),
+                              (good.replace("\nid ", "\nid 1")[:-1], DAMAGED.format("checksum mismatch")),
+                              (good + "\n", "is larger than a record can be (257 bytes, at most 256)")):
+                with self.subTest(path=path, why=why):
+                    with open(path, "w") as f:
+                        f.write(text)
+                    self.assertRefused(self.zaptid("gen", "-n", 5, "--machine-id", 7), f"zaptid: record {path} {why}")
+                    with open(path) as f:
+                        self.assertEqual(f.read(), text)  # never reset
+            with open(path, "w") as f:
+                f.write(good)
+        # Another machine id has its own records and is not affected.
         self.assertEqual(self.zaptid("gen", "--machine-id", 70).returncode, 0)
 
     def test_record_far_ahead_of_the_clock_is_refused(self):
@@ -179,36 +174,43 @@ class GenTest(ZaptidTestCase):
         os.makedirs(os.path.join(self.tmp, "state"))
         ahead = (int(time.time() * 1000) - 1409529600000) // 10 + 100000
         with open(self.state_path(7), "w") as f:
-            f.write(record(ahead << 8))
+            f.write(zaptid_record(7, (ahead << 24) | 7))
         r = self.zaptid("gen", "--machine-id", 7)
-        self.assertRefused(r, "behind the newest time already used")
-        self.assertIn("refusing to wait longer than the clock wait limit of 1.000s", r.stderr)
+        self.assertRefused(r, f"zaptid: the record {self.state_path(7)} says IDs up to {(ahead << 24) | 7} may have "
+                              "been issued with machine id 7 (layout sonyflake); the first larger ID of this layout "
+                              "has the time ")
+        self.assertRegex(r.stderr, r", (99\d|1000)\.\d{3}s ahead of the clock and beyond the clock wait limit of "
+                                   r"1\.000s\. Try again after that time, correct the clock if it is behind, or use "
+                                   r"another machine id\n$")
 
-    def test_state_folder_that_cannot_be_created(self):
+    def test_folders_that_cannot_be_created(self):
         blocker = os.path.join(self.tmp, "file")
         with open(blocker, "w") as f:
             f.write("not a folder\n")
         folder = os.path.join(blocker, "state")
         self.assertRefused(self.zaptid("gen", "--state-dir", folder, "--machine-id", 7),
                            f"zaptid: cannot create state folder {folder}: Not a directory")
+        self.assertRefused(self.zaptid("gen", "--machine-id", 7, env={"ZAPTID_HOST_DIR": folder}),
+                           f"zaptid: cannot create host folder {folder}: Not a directory; every zaptid on this "
+                           "host that uses machine id 7 must be able to read and update the host record")
 
-    def test_waits_for_the_lock_then_gives_up_naming_the_holder(self):
-        os.makedirs(os.path.join(self.tmp, "state"))
-        lock_path = self.state_path(7, ".lock")
-        with open(lock_path, "w") as holder:
-            fcntl.flock(holder, fcntl.LOCK_EX)  # the same lock another zaptid would hold
-            holder.write("pid 4242, zaptid serve\n")
-            holder.flush()
-            for args, env in ((["--lock-timeout", "200ms"], None), ([], {"ZAPTID_LOCK_TIMEOUT": "200ms"})):
-                start = time.monotonic()
-                r = self.zaptid("gen", "-n", 3, "--machine-id", 7, *args, env=env)
-                waited = time.monotonic() - start
-                self.assertRefused(r, "zaptid: this machine id is in use by another zaptid process on this host "
-                                      f"(pid 4242, zaptid serve); gave up after waiting 200ms for {lock_path}")
-                self.assertGreaterEqual(waited, 0.2)
-            # Only this machine id is held.
-            self.assertEqual(self.zaptid("gen", "--machine-id", 8, "--lock-timeout", "200ms").returncode, 0)
-            fcntl.flock(holder, fcntl.LOCK_UN)
+    def test_waits_for_the_claim_then_gives_up_naming_the_holder(self):
+        # This test process holds machine id 7's claim exactly as another zaptid would.
+        holder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(holder.close)
+        holder.bind("\0zaptid/machine-id/7")
+        holder.listen(8)  # room for each refused process to ask who holds it
+        for args, env in ((["--lock-timeout", "200ms"], None), ([], {"ZAPTID_LOCK_TIMEOUT": "200ms"})):
+            start = time.monotonic()
+            r = self.zaptid("gen", "-n", 3, "--machine-id", 7, *args, env=env)
+            waited = time.monotonic() - start
+            self.assertRefused(r, f"zaptid: machine id 7 is in use on this host by pid {os.getpid()} (user ")
+            self.assertIn("python3", r.stderr)
+            self.assertTrue(r.stderr.endswith("; gave up after waiting 200ms\n"), r.stderr)
+            self.assertGreaterEqual(waited, 0.2)
+        # Only this machine id is held.
+        self.assertEqual(self.zaptid("gen", "--machine-id", 8, "--lock-timeout", "200ms").returncode, 0)
+        holder.close()
         r = self.zaptid("gen", "-n", 3, "--machine-id", 7, "--lock-timeout", "200ms")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(len(r.stdout.split()), 3)
