@@ -45,8 +45,8 @@ struct Layout {
   int64_t exhausted_at_ms() const;
   /// IDs per second one machine id can issue at most.
   double ceiling_per_second() const;
-  /// A canonical name of the parts (not the preset name), for state files:
-  /// two layouts share a key exactly when they issue the same IDs.
+  /// A canonical name of the parts (not the preset name): records name the layout that wrote
+  /// them, and zaptid 0.1.0 named its state files by it. Equal keys, equal layouts.
   std::string key() const;
 };
 
