@@ -65,8 +65,9 @@ void add_identity_options(CLI::App& app, IdentityOptions& opt) {
                  "Machine id (env ZAPTID_MACHINE_ID); default: low bits of the host's private IPv4")
       ->group(group);
   app.add_option("--state-dir", opt.state_dir,
-                 "Folder for this user's records of the IDs issued; default $XDG_STATE_HOME/zaptid, else "
-                 "~/.local/state/zaptid, else /var/lib/zaptid")
+                 "Folder for this user's record of the IDs issued; default $XDG_STATE_HOME/zaptid, else "
+                 "~/.local/state/zaptid, else /var/lib/zaptid. (The host's record, shared by every user, is in "
+                 "/var/tmp/zaptid, or ZAPTID_HOST_DIR)")
       ->envname("ZAPTID_STATE_DIR")
       ->group(group);
   app.add_option("--max-clock-wait", opt.max_clock_wait,
