@@ -55,7 +55,11 @@ Layout resolve_layout(const LayoutOptions& opt) {
   }
   o.bits_sequence = opt.bits_sequence;
   o.bits_machine = opt.bits_machine;
-  const auto now_ms = SystemClock().now().count() / 1'000'000;
+  // Only an --epoch the user chose can be "in the future" (a usage error); a preset's epoch ahead of
+  // the clock means the clock is wrong, which the generator reports as such (exit 1), and decode
+  // and compose never need the clock at all.
+  std::optional<int64_t> now_ms;
+  if (o.epoch_ms) now_ms = SystemClock().now().count() / 1'000'000;
   return take(make_layout(opt.layout, o, now_ms), kExitUsage);
 }
 

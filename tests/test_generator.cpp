@@ -254,7 +254,8 @@ TEST_CASE("generator::clock before the epoch") {
   auto id = gen->next();
   REQUIRE_FALSE(id.ok());
   CHECK(id.error().kind == ErrorKind::kUnavailable);
-  CHECK(id.message() == "the clock (2014-08-31T23:59:59.999Z) is before the layout's epoch (2014-09-01T00:00:00.000Z)");
+  CHECK(id.message() ==
+        "the clock (2014-08-31T23:59:59.999Z) is before the layout's epoch (2014-09-01T00:00:00.000Z); correct the clock");
   clock.set(ms(1409529600000));
   CHECK(next_id(*gen) == 5);  // tick 0, sequence 0
 }

@@ -49,7 +49,7 @@ uint64_t Generator::max_block() const {
 Result<uint64_t> Generator::current_tick() const {
   const int64_t now = opt_.clock->now().count();
   if (now < epoch_ns_) {
-    return unavailable(fmt::format("the clock ({}) is before the layout's epoch ({})",
+    return unavailable(fmt::format("the clock ({}) is before the layout's epoch ({}); correct the clock",
                                    format_timestamp_ms(now / 1'000'000), format_timestamp_ms(opt_.layout.epoch_ms)));
   }
   return static_cast<uint64_t>(now - epoch_ns_) / unit_ns_;

@@ -201,5 +201,41 @@ class ClaimTest(ZaptidTestCase):
         self.assertEqual(self.finish(first)[0], 0)
 
 
+@unittest.skipUnless(shutil.which("faketime"), "needs faketime (Debian: faketime)")
+class ClockFaultTest(ZaptidTestCase):
+    """Real clock faults through libfaketime: the process's own clock is wrong, not the host's."""
+
+    def test_clock_stepped_back_past_the_record(self):
+        r = self.zaptid("gen", "--machine-id", 4018, "-n", 100)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        last = int(r.stdout.split()[-1])
+        # An hour back (NTP, an operator): the record is ahead of this clock by far more than 1s.
+        back = subprocess.run(["faketime", "-f", "-1h", ZAPTID, "gen", "--machine-id", "4018"], capture_output=True,
+                              text=True, env=self.env, timeout=60)
+        self.assertFails(back, 1, f"zaptid: the record {self.tmp}/host/machine-4018 says IDs up to {last} may have "
+                                  "been issued with machine id 4018 (layout sonyflake); the first larger ID of this "
+                                  "layout has the time ")
+        self.assertRegex(back.stderr, r", 3\d{3}\.\d{3}s ahead of the clock and beyond the clock wait limit of "
+                                      r"1\.000s\. Try again after that time, correct the clock if it is behind, or "
+                                      r"use another machine id\n$")
+        self.assertEqual(back.stdout, "")
+        # Back on time, it goes on above the record.
+        r = self.zaptid("gen", "--machine-id", 4018)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertGreater(int(r.stdout), last)
+
+    def test_clock_before_the_epoch(self):
+        r = subprocess.run(["faketime", "2013-01-01 00:00:00", ZAPTID, "gen", "--machine-id", "4019"],
+                           capture_output=True, text=True, env=dict(self.env, TZ="UTC"), timeout=60)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertRegex(r.stderr, r"^zaptid: the clock \(2013-01-01T00:00:0\d\.\d{3}Z\) is before the layout's "
+                                   r"epoch \(2014-09-01T00:00:00\.000Z\); correct the clock\n$")
+        self.assertEqual(r.stdout, "")
+        # decode needs no clock at all.
+        r = subprocess.run(["faketime", "2013-01-01 00:00:00", ZAPTID, "decode", "647842057989128197"],
+                           capture_output=True, text=True, env=self.env, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+
 if __name__ == "__main__":
     unittest.main()
