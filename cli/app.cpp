@@ -3,12 +3,9 @@
 #include <csignal>
 #include <iostream>
 
-#include "cmd_bench.h"
 #include "cmd_compose.h"
 #include "cmd_decode.h"
 #include "cmd_gen.h"
-#include "cmd_get.h"
-#include "cmd_serve.h"
 #include "cmd_version.h"
 #include "common.h"
 #include "core/version.h"
@@ -16,7 +13,7 @@
 
 namespace zaptid::cli {
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv, NetCommands net) {
   // Writes to a closed pipe must fail with EPIPE (handled by Output), not kill the process.
   std::signal(SIGPIPE, SIG_IGN);
   std::ios::sync_with_stdio(false);
@@ -36,9 +33,7 @@ int main(int argc, char** argv) {
   setup_decode(app, action);
   setup_compose(app, action);
   setup_version(app, action);
-  setup_serve(app, action);
-  setup_get(app, action);
-  setup_bench(app, action);
+  net(app, action);
 
   try {
     app.parse(argc, argv);

@@ -1,10 +1,17 @@
-// The zaptid command line: wires the subcommands together.
+// The zaptid command line: wires the subcommands together. Both parts of zaptid run it (see
+// cli/CMakeLists.txt): the front with stand-ins for the network commands, zaptid-net with the
+// real ones, so both parse the same command line.
 #pragma once
+
+#include "common.h"
 
 namespace zaptid::cli {
 
+/// Adds the subcommands serve, get and bench to `app`, in that order.
+using NetCommands = void (*)(CLI::App& app, Action& action);
+
 /// Parses argv, runs the chosen subcommand, prints any error as "zaptid: <message>" on stderr
 /// and returns the exit status (see exit_status.h). The only place errors become exit codes.
-int main(int argc, char** argv);
+int main(int argc, char** argv, NetCommands net);
 
 }  // namespace zaptid::cli

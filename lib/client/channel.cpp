@@ -1,5 +1,6 @@
 #include "client/channel.h"
 
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <sys/socket.h>
 
@@ -81,13 +82,26 @@ Result<std::pair<int, std::string>> resolve(const HostPort& hp) {
   return best;
 }
 
+// "ipv4:a.b.c.d:port" or "ipv6:[x::y]:port" for a numeric address:port, else nullopt.
+std::optional<std::string> numeric_target(std::string_view server) {
+  if (server.find("://") != std::string_view::npos) return std::nullopt;
+  auto hp = split_host_port(server);
+  if (!hp || hp->port.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
+  unsigned char addr[16];
+  if (::inet_pton(AF_INET, hp->host.c_str(), addr) == 1) return "ipv4:" + std::string(server);
+  if (server.front() == '[' && ::inet_pton(AF_INET6, hp->host.c_str(), addr) == 1) return "ipv6:" + std::string(server);
+  return std::nullopt;
+}
+
 }  // namespace
 
 void use_native_dns_resolver() { ::setenv("GRPC_DNS_RESOLVER", "native", 0); }
 
 Result<std::string> target_for(const std::string& server) {
   if (trim(server).empty()) return invalid("--server is empty");
-  if (server.find(',') == std::string::npos || server.find(':') == std::string::npos) return server;
+  if (server.find(',') == std::string::npos || server.find(':') == std::string::npos) {
+    return numeric_target(server).value_or(server);
+  }
   // A gRPC scheme (ipv4:a,b) already lists several addresses.
   if (server.find("://") != std::string::npos || server.rfind("ipv4:", 0) == 0 || server.rfind("ipv6:", 0) == 0) {
     return server;

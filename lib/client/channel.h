@@ -33,7 +33,8 @@ struct ChannelOptions {
 void use_native_dns_resolver();
 
 /// The gRPC target for --server. A gRPC target (dns:///host:port, ipv4:…, unix:…, host:port)
-/// is used as it is. A comma list of host:port is resolved now into one ipv4: (or ipv6:) target
+/// is used as it is, except that a numeric IPv4 or IPv6 address:port becomes an ipv4: (ipv6:)
+/// target: the channel then starts no resolver (no lookup thread) for an address that needs none. A comma list of host:port is resolved now into one ipv4: (or ipv6:) target
 /// holding every address, which the channel balances round-robin. Errors name the bad entry.
 Result<std::string> target_for(const std::string& server);
 

@@ -1,0 +1,74 @@
+// main() of zaptid, the front: the command line and the local commands (version, gen, decode,
+// compose), linked without gRPC, protobuf or OpenSSL. For serve, get and bench it runs the
+// network part, zaptid-net, in its own place (execv): same pid, same stdin/stdout/stderr, same
+// exit status, and zaptid-net parses the user's arguments again with the real options.
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "app.h"
+#include "core/version.h"
+#include "net_part.h"
+
+namespace {
+
+int g_argc = 0;
+char** g_argv = nullptr;
+
+// zaptid-net's path: ZAPTID_NET_RELPATH (bindir to libexecdir/zaptid) from this binary's folder.
+std::string net_path() {
+  char self[PATH_MAX];
+  const ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) {
+    throw zaptid::cli::Fatal(zaptid::cli::kExitFailure,
+                             std::string("cannot find this program's own path (/proc/self/exe): ") + std::strerror(errno));
+  }
+  const std::filesystem::path exe(std::string(self, static_cast<size_t>(n)));
+  return (exe.parent_path() / ZAPTID_NET_RELPATH).lexically_normal().string();
+}
+
+[[noreturn]] int run_net(const std::string& command) {
+  const std::string net = net_path();
+  const std::string front = std::string(zaptid::cli::kFrontFlag) + std::string(zaptid::kVersion);
+  std::vector<char*> args;
+  args.push_back(const_cast<char*>(net.c_str()));
+  args.push_back(const_cast<char*>(front.c_str()));
+  for (int i = 1; i < g_argc; ++i) args.push_back(g_argv[i]);
+  args.push_back(nullptr);
+  ::execv(net.c_str(), args.data());
+  throw zaptid::cli::Fatal(zaptid::cli::kExitFailure,
+                           "zaptid " + command + " needs zaptid's network part " + net + ": " + std::strerror(errno) +
+                               " (reinstall zaptid)");
+}
+
+// Stand-ins for serve, get and bench: the same names and descriptions (tests/cli/test_split.py
+// checks them against zaptid-net's), no options of their own. Everything after the name, --help
+// included, is left for zaptid-net to parse.
+void net_commands(CLI::App& app, zaptid::cli::Action& action) {
+  static constexpr std::pair<const char*, const char*> kCommands[] = {
+      {"serve", "Serve IDs over gRPC (zaptidgen-compatible IdGen service)"},
+      {"get", "Get IDs from a zaptid (or zaptidgen) server"},
+      {"bench", "Load-test a zaptid or zaptidgen server and check every ID is unique"},
+  };
+  for (const auto& [name, description] : kCommands) {
+    auto* sub = app.add_subcommand(name, description);
+    sub->set_help_flag();
+    sub->fallthrough(false);
+    sub->allow_extras();
+    sub->prefix_command();
+    sub->callback([&action, command = std::string(name)] { action = [command] { return run_net(command); }; });
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  g_argc = argc;
+  g_argv = argv;
+  return zaptid::cli::main(argc, argv, net_commands);
+}

@@ -1,0 +1,118 @@
+"""zaptid's two parts: the front (local commands, no gRPC) and the network part it runs.
+
+The front must work alone for version, gen, decode and compose; serve, get and bench need
+<libexecdir>/zaptid/zaptid-net, and without it (or with one from another build) fail with one clear
+`zaptid: ` line and status 1. Runs against the build tree or, with ZAPTID_BIN, an installed zaptid.
+"""
+import os
+import re
+import shutil
+import subprocess
+import unittest
+
+from harness import ZAPTID, ZaptidTestCase
+
+# The installed layout (bin/zaptid, libexec/zaptid/zaptid-net), which the build tree copies.
+NET = os.path.normpath(os.path.join(os.path.dirname(os.path.realpath(ZAPTID)), "..", "libexec", "zaptid",
+                                    "zaptid-net"))
+NET_COMMANDS = ["serve", "get", "bench"]
+
+
+class FrontAloneTest(ZaptidTestCase):
+    """A copy of the front in a folder of its own, with no network part beside it."""
+
+    def setUp(self):
+        super().setUp()
+        os.makedirs(os.path.join(self.tmp, "bin"))
+        self.front = os.path.join(self.tmp, "bin", "zaptid")
+        shutil.copy2(ZAPTID, self.front)
+        self.missing = os.path.join(self.tmp, "libexec", "zaptid", "zaptid-net")
+
+    def run_front(self, *args):
+        return subprocess.run([self.front, *map(str, args)], capture_output=True, text=True, env=self.env,
+                              timeout=60)
+
+    def test_local_commands_work_without_the_network_part(self):
+        r = self.run_front("version")
+        self.assertEqual((r.returncode, r.stderr), (0, ""))
+        self.assertRegex(r.stdout, r"^zaptid \d+\.\d+\.\d+\n$")
+        r = self.run_front("gen", "--machine-id", "41", "--count", "2")
+        self.assertEqual((r.returncode, r.stderr), (0, ""), r.stderr)
+        ids = [int(x) for x in r.stdout.split()]
+        self.assertEqual(len(ids), 2)
+        self.assertLess(ids[0], ids[1])
+        r = self.run_front("decode", "--format", "json", ids[1])
+        self.assertEqual((r.returncode, r.stderr), (0, ""), r.stderr)
+        self.assertIn("\"machine-id\":41}", r.stdout)
+        r = self.run_front("compose", "--tick", "38614395737", "--machine-id", "5")
+        self.assertEqual((r.returncode, r.stdout, r.stderr), (0, "647842057989128197\n", ""))
+        r = self.run_front("--help")
+        self.assertEqual(r.returncode, 0)
+        for command in NET_COMMANDS:
+            self.assertRegex(r.stdout, rf"\n  {command} ")
+
+    def test_network_commands_fail_clearly_without_it(self):
+        for args in (["get", "--server", "127.0.0.1:1"], ["serve", "--machine-id", "42"], ["get", "--help"],
+                     ["bench"]):
+            with self.subTest(args=args):
+                r = self.run_front(*args)
+                self.assertEqual(r.returncode, 1, r.stderr)
+                self.assertEqual(r.stdout, "")
+                self.assertEqual(r.stderr,
+                                 f"zaptid: zaptid {args[0]} needs zaptid's network part {self.missing}: "
+                                 "No such file or directory (reinstall zaptid)\n")
+
+    def test_usage_errors_before_the_subcommand_need_no_network_part(self):
+        r = self.run_front("--log-level", "loud", "get")
+        self.assertEqual(r.returncode, 2)
+        self.assertTrue(r.stderr.startswith("zaptid: --log-level: "), r.stderr)
+
+
+class NetworkPartTest(ZaptidTestCase):
+    def run_net(self, *args):
+        return subprocess.run([NET, *args], capture_output=True, text=True, env=self.env, timeout=60)
+
+    def test_it_sits_where_the_front_looks(self):
+        self.assertTrue(os.access(NET, os.X_OK), NET)
+
+    def test_it_is_no_command_of_its_own(self):
+        r = self.run_net("get", "--server", "127.0.0.1:1")
+        self.assertEqual((r.returncode, r.stdout), (2, ""))
+        self.assertEqual(r.stderr, "zaptid: zaptid-net is the network part of zaptid, not a command of its own: "
+                                   "run zaptid\n")
+
+    def test_a_front_of_another_build_is_refused(self):
+        version = self.zaptid("version").stdout.split()[1]
+        r = self.run_net("--zaptid-front=0.0.0-other", "get", "--server", "127.0.0.1:1")
+        self.assertEqual((r.returncode, r.stdout), (1, ""))
+        self.assertEqual(r.stderr, f"zaptid: zaptid 0.0.0-other and its network part {os.path.realpath(NET)} "
+                                   f"({version}) come from different builds: reinstall zaptid\n")
+
+    def test_the_front_links_no_grpc_protobuf_or_openssl(self):
+        needed = subprocess.run(["readelf", "-d", ZAPTID], capture_output=True, text=True, check=True).stdout
+        libs = re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", needed)
+        self.assertTrue(libs, needed)
+        for lib in libs:
+            self.assertNotRegex(lib, r"grpc|gpr|protobuf|absl|ssl|crypto|upb|re2|cares")
+        with open(ZAPTID, "rb") as f:
+            image = f.read()
+        # Strings every binary with gRPC or protobuf inside holds, stripped or not.
+        for marker in (b"grpc-status", b"google.protobuf", b"grpc_init"):
+            self.assertNotIn(marker, image)
+        with open(NET, "rb") as f:
+            self.assertIn(b"grpc-status", f.read())
+
+    def test_the_front_describes_the_network_commands_as_they_do(self):
+        top = self.zaptid("--help").stdout
+        for command in NET_COMMANDS:
+            with self.subTest(command=command):
+                listed = re.search(rf"^  {command} +(.+)$", top, re.M)
+                self.assertIsNotNone(listed, top)
+                own = self.zaptid(command, "--help")
+                self.assertEqual((own.returncode, own.stderr), (0, ""))
+                self.assertEqual(own.stdout.splitlines()[0], listed.group(1))
+                self.assertIn(f"Usage: zaptid {command} [OPTIONS]", own.stdout)
+
+
+if __name__ == "__main__":
+    unittest.main()
