@@ -1,15 +1,15 @@
 // main() of zaptid, the front: the command line and the local commands (version, gen, decode,
 // compose), linked without gRPC, protobuf or OpenSSL. For serve, get and bench it runs the
-// network part, zaptid-net, in its own place (execv): same pid, same stdin/stdout/stderr, same
-// exit status, and zaptid-net parses the user's arguments again with the real options.
+// network part, zaptid-net, in its own place (execv): same pid, same argv, same stdin/stdout/
+// stderr, same exit status, and zaptid-net parses the user's arguments again with the real options.
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <climits>
 #include <cstring>
 #include <filesystem>
 #include <string>
-#include <vector>
 
 #include "app.h"
 #include "core/version.h"
@@ -17,7 +17,6 @@
 
 namespace {
 
-int g_argc = 0;
 char** g_argv = nullptr;
 
 // zaptid-net's path: ZAPTID_NET_RELPATH (bindir to libexecdir/zaptid) from this binary's folder.
@@ -34,13 +33,8 @@ std::string net_path() {
 
 [[noreturn]] int run_net(const std::string& command) {
   const std::string net = net_path();
-  const std::string front = std::string(zaptid::cli::kFrontFlag) + std::string(zaptid::kVersion);
-  std::vector<char*> args;
-  args.push_back(const_cast<char*>(net.c_str()));
-  args.push_back(const_cast<char*>(front.c_str()));
-  for (int i = 1; i < g_argc; ++i) args.push_back(g_argv[i]);
-  args.push_back(nullptr);
-  ::execv(net.c_str(), args.data());
+  ::setenv(zaptid::cli::kFrontVariable, std::string(zaptid::kVersion).c_str(), 1);
+  ::execv(net.c_str(), g_argv);
   throw zaptid::cli::Fatal(zaptid::cli::kExitFailure,
                            "zaptid " + command + " needs zaptid's network part " + net + ": " + std::strerror(errno) +
                                " (reinstall zaptid)");
@@ -68,7 +62,6 @@ void net_commands(CLI::App& app, zaptid::cli::Action& action) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  g_argc = argc;
   g_argv = argv;
   return zaptid::cli::main(argc, argv, net_commands);
 }

@@ -1,9 +1,11 @@
 // main() of zaptid-net, the network part of zaptid: serve, get and bench. The front (front.cpp)
-// runs it as `zaptid-net --zaptid-front=<version> <the user's arguments>`; the first argument
-// proves the two parts come from the same build of zaptid.
+// runs it with the user's argv and ZAPTID_FRONT=<its version> (net_part.h), which proves the two
+// parts come from the same build of zaptid.
 #include <unistd.h>
 
 #include <climits>
+#include <cstdlib>
+#include <string>
 #include <iostream>
 #include <string_view>
 
@@ -26,19 +28,20 @@ void net_commands(CLI::App& app, zaptid::cli::Action& action) {
 
 int main(int argc, char** argv) {
   using namespace zaptid::cli;
-  const std::string_view first = argc > 1 ? argv[1] : "";
-  if (!first.starts_with(kFrontFlag)) {
+  const char* front = std::getenv(kFrontVariable);
+  if (front == nullptr) {
     std::cerr << "zaptid: zaptid-net is the network part of zaptid, not a command of its own: run zaptid\n";
     return kExitUsage;
   }
-  if (const auto front = first.substr(kFrontFlag.size()); front != zaptid::kVersion) {
+  const std::string front_version = front;
+  ::unsetenv(kFrontVariable);  // not for anything serve might start
+  if (front_version != zaptid::kVersion) {
     char self[PATH_MAX];
     const ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
     const std::string_view path = n > 0 ? std::string_view(self, static_cast<size_t>(n)) : "zaptid-net";
-    std::cerr << "zaptid: zaptid " << front << " and its network part " << path << " (" << zaptid::kVersion
-              << ") come from different builds: reinstall zaptid\n";
+    std::cerr << "zaptid: zaptid " << front_version << " and its network part " << path << " ("
+              << zaptid::kVersion << ") come from different builds: reinstall zaptid\n";
     return kExitFailure;
   }
-  argv[1] = argv[0];
-  return main(argc - 1, argv + 1, net_commands);
+  return zaptid::cli::main(argc, argv, net_commands);
 }

@@ -16,6 +16,7 @@ work=$(mktemp -d)
 servers=""
 cleanup() {
   for pid in $servers; do kill "$pid" 2> /dev/null || true; done
+  for pid in $servers; do wait "$pid" 2> /dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
@@ -71,16 +72,18 @@ python3 - "$work/times.json" << 'PY'
 import json, sys
 results = json.load(open(sys.argv[1]))["results"]
 med = {r["command"]: r["median"] * 1000 for r in results}
+cpu = {r["command"]: (r["user"] + r["system"]) * 1000 for r in results}
 empty = med.pop("empty")
-print(f"empty C program: {empty:.2f} ms (median)")
+empty_cpu = cpu.pop("empty")
+print(f"empty C program: {empty:.2f} ms wall (median), {empty_cpu:.2f} ms CPU (user + system, mean)")
 names = sorted({c.split()[1] for c in med}, key=["version", "decode", "compose", "gen", "get"].index)
 builds = sorted({c.split()[0] for c in med})
-print("| command | " + " | ".join(f"{b}: median | {b}: ratio" for b in builds) + " |")
-print("|---|" + "---:|---:|" * len(builds))
+print("| command | " + " | ".join(f"{b}: median | {b}: ratio | {b}: CPU ratio" for b in builds) + " |")
+print("|---|" + "---:|---:|---:|" * len(builds))
 for name in names:
     cells = []
     for b in builds:
         m = med[f"{b} {name}"]
-        cells += [f"{m:.2f} ms", f"{m / empty:.1f}x"]
+        cells += [f"{m:.2f} ms", f"{m / empty:.1f}x", f"{cpu[f'{b} {name}'] / empty_cpu:.1f}x"]
     print(f"| {name} | " + " | ".join(cells) + " |")
 PY

@@ -69,11 +69,24 @@ class FrontAloneTest(ZaptidTestCase):
 
 
 class NetworkPartTest(ZaptidTestCase):
-    def run_net(self, *args):
-        return subprocess.run([NET, *args], capture_output=True, text=True, env=self.env, timeout=60)
+    def run_net(self, *args, front=None):
+        env = dict(self.env)
+        if front is not None:
+            env["ZAPTID_FRONT"] = front
+        return subprocess.run([NET, *args], capture_output=True, text=True, env=env, timeout=60)
 
     def test_it_sits_where_the_front_looks(self):
         self.assertTrue(os.access(NET, os.X_OK), NET)
+
+    def test_it_runs_in_the_fronts_process_with_the_users_argv(self):
+        # serve shows in ps (and in a refused claim's holder line) as the command the user typed.
+        server = self.popen("serve", "--listen", "127.0.0.1:0", "--machine-id", "4061")
+        line = server.stderr.readline()
+        self.assertIn(" serving listen=", line)
+        with open(f"/proc/{server.pid}/cmdline", "rb") as f:
+            self.assertEqual(f.read().split(b"\0")[:-1],
+                             [os.fsencode(ZAPTID), b"serve", b"--listen", b"127.0.0.1:0", b"--machine-id", b"4061"])
+        self.assertEqual(os.path.realpath(f"/proc/{server.pid}/exe"), os.path.realpath(NET))
 
     def test_it_is_no_command_of_its_own(self):
         r = self.run_net("get", "--server", "127.0.0.1:1")
@@ -83,7 +96,7 @@ class NetworkPartTest(ZaptidTestCase):
 
     def test_a_front_of_another_build_is_refused(self):
         version = self.zaptid("version").stdout.split()[1]
-        r = self.run_net("--zaptid-front=0.0.0-other", "get", "--server", "127.0.0.1:1")
+        r = self.run_net("get", "--server", "127.0.0.1:1", front="0.0.0-other")
         self.assertEqual((r.returncode, r.stdout), (1, ""))
         self.assertEqual(r.stderr, f"zaptid: zaptid 0.0.0-other and its network part {os.path.realpath(NET)} "
                                    f"({version}) come from different builds: reinstall zaptid\n")
