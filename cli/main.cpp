@@ -1,3 +1,0 @@
-#include "app.h"
-
-int main(int argc, char** argv) { return zaptid::cli::main(argc, argv); }
