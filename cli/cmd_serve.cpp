@@ -101,7 +101,7 @@ std::optional<IdRange> machine_id_range(const ServeOptions& opt, const Layout& l
   }
   const auto dash = text.find('-');
   if (dash == std::string::npos) return std::nullopt;
-  const std::string what = fmt::format("{} '{}'", source, text);
+  const std::string what = fmt::format("{} {}", source, quote_input(text));
   const auto first = parse_unsigned(std::string_view(text).substr(0, dash), layout.max_machine(), what);
   const auto last = parse_unsigned(std::string_view(text).substr(dash + 1), layout.max_machine(), what);
   if (!first) throw Fatal(kExitUsage, first.message());

@@ -50,12 +50,12 @@ struct HostPort {
 Result<HostPort> split_host_port(std::string_view entry) {
   if (!entry.empty() && entry.front() == '[') {
     const auto close = entry.find("]:");
-    if (close == std::string_view::npos) return invalid(fmt::format("--server entry '{}' is not [host]:port", entry));
+    if (close == std::string_view::npos) return invalid(fmt::format("--server entry {} is not [host]:port", quote_input(entry)));
     return HostPort{std::string(entry.substr(1, close - 1)), std::string(entry.substr(close + 2))};
   }
   const auto colon = entry.rfind(':');
   if (colon == std::string_view::npos || colon == 0 || colon + 1 == entry.size()) {
-    return invalid(fmt::format("--server entry '{}' is not host:port", entry));
+    return invalid(fmt::format("--server entry {} is not host:port", quote_input(entry)));
   }
   return HostPort{std::string(entry.substr(0, colon)), std::string(entry.substr(colon + 1))};
 }
@@ -110,7 +110,7 @@ Result<std::string> target_for(const std::string& server) {
     auto addr = resolve(hp);
     if (!addr) return addr.error();
     if (family != AF_UNSPEC && family != addr->first) {
-      return invalid(fmt::format("--server '{}' mixes IPv4 and IPv6 addresses; list one family", server));
+      return invalid(fmt::format("--server {} mixes IPv4 and IPv6 addresses; list one family", quote_input(server)));
     }
     family = addr->first;
     if (!addresses.empty()) addresses += ',';

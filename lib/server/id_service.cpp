@@ -305,7 +305,7 @@ class CheckCall final : public UnaryCall<CheckCall, health::HealthCheckRequest, 
   void handle() {
     const int status = service_.health_status(request_.service());
     if (status == health::HealthCheckResponse::SERVICE_UNKNOWN) {
-      finish({grpc::StatusCode::NOT_FOUND, fmt::format("unknown service '{}'", request_.service())});
+      finish({grpc::StatusCode::NOT_FOUND, fmt::format("unknown service {}", quote_input(request_.service()))});
       return;
     }
     response_.set_status(static_cast<health::HealthCheckResponse::ServingStatus>(status));

@@ -22,7 +22,7 @@ struct HostPort {
 
 Result<HostPort> split(const std::string& address) {
   const auto bad = [&] {
-    return invalid(fmt::format("--listen '{}' is not host:port, [::]:port or unix:/path", address));
+    return invalid(fmt::format("--listen {} is not host:port, [::]:port or unix:/path", quote_input(address)));
   };
   std::string_view a = address;
   size_t colon = 0;
@@ -39,7 +39,7 @@ Result<HostPort> split(const std::string& address) {
   }
   const std::string port(a.substr(colon + 1));
   if (port.empty()) return bad();
-  if (auto p = parse_unsigned(port, 65535, fmt::format("--listen '{}' port", address)); !p) return p.error();
+  if (auto p = parse_unsigned(port, 65535, fmt::format("--listen {} port", quote_input(address))); !p) return p.error();
   return HostPort{host, port};
 }
 
@@ -88,7 +88,7 @@ std::string bind_error(const std::string& address) {
 
 Status check_listen_address(const std::string& address) {
   if (address.rfind("unix:", 0) == 0) {
-    if (address.size() == 5) return invalid(fmt::format("--listen '{}' has no socket path", address));
+    if (address.size() == 5) return invalid(fmt::format("--listen {} has no socket path", quote_input(address)));
     return Ok{};
   }
   if (auto hp = split(address); !hp) return hp.error();
