@@ -347,6 +347,7 @@ class ReflectionCall final : public Tag {
         }
         {
           bool own = false;
+          response_bytes_.Clear();  // the serializer wants an empty buffer; the last Write copied it
           const auto response = service_.services().answers.answer(request_);
           grpc::SerializationTraits<reflection::ServerReflectionResponse>::Serialize(response, &response_bytes_, &own);
         }

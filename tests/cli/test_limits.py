@@ -300,6 +300,9 @@ class LimitsTest(ZaptidTestCase):
                 list(call(iter([b"\xff\xff\xff"]), timeout=5))
             self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
             self.assertIn("not a grpc.reflection.v1alpha.ServerReflectionRequest", e.exception.details())
+            # Valid requests on one stream still get one answer each.
+            answers = list(call(iter([b"\x3a\x01x", b"\x3a\x01x", b"\x3a\x01x"]), timeout=5))  # list_services
+            self.assertEqual(len(answers), 3)
             gen = raw_channel_call(ch, GEN)
             self.assertTrue(gen(b"", timeout=5))
 
