@@ -155,6 +155,14 @@ class LimitsTest(ZaptidTestCase):
         peak = rss_kib(s.proc.pid, "VmHWM")
         self.assertLess(peak - baseline, 100 * 1024, f"baseline {baseline} KiB, peak {peak} KiB")
         self.assertServes(s.address)
+        # And the memory is given back once the connections are gone (the trimmer runs every 2 s).
+        for c in clients:
+            c.close()
+        deadline = time.monotonic() + 10
+        while rss_kib(s.proc.pid) > baseline + 16 * 1024 and time.monotonic() < deadline:
+            time.sleep(0.2)  # polls a condition, bounded; the trimmer's period is the server's
+        self.assertLess(rss_kib(s.proc.pid), baseline + 16 * 1024,
+                        f"baseline {baseline} KiB, peak {peak} KiB, now {rss_kib(s.proc.pid)} KiB")
 
     def rapid_reset(self, s, seconds):
         """One connection opening a Gen stream and resetting it at once, in a loop (CVE-2023-44487),
