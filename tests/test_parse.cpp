@@ -8,6 +8,7 @@
 using namespace std::chrono_literals;
 using zaptid::format_duration_ms;
 using zaptid::format_timestamp_ms;
+using zaptid::parse_bytes;
 using zaptid::parse_duration;
 using zaptid::parse_id;
 using zaptid::parse_timestamp_ms;
@@ -77,6 +78,21 @@ TEST_CASE("parse::parse_id") {
       CAPTURE(text);
       CHECK(parse_id(text).message() == "'" + text + "' is not an ID: expected a decimal number or 0x-prefixed hex");
     }
+  }
+}
+
+TEST_CASE("parse::parse_bytes") {
+  CHECK(*parse_bytes("4096", UINT64_MAX, "--max-memory") == 4096);
+  CHECK(*parse_bytes("0", UINT64_MAX, "--max-memory") == 0);
+  CHECK(*parse_bytes("512KiB", UINT64_MAX, "--max-memory") == 512u << 10);
+  CHECK(*parse_bytes("64MiB", UINT64_MAX, "--max-memory") == 64u << 20);
+  CHECK(*parse_bytes("2GiB", UINT64_MAX, "--max-memory") == uint64_t{2} << 30);
+  CHECK(parse_bytes("3GiB", uint64_t{2} << 30, "--max-memory").message() ==
+        "--max-memory '3GiB' is too large (at most 2147483648 bytes)");
+  for (const std::string text : {"", "MiB", "64M", "64mib", "1.5GiB", "-1", "64 MiB", "0x10"}) {
+    CAPTURE(text);
+    CHECK(parse_bytes(text, UINT64_MAX, "--max-memory").message() ==
+          "--max-memory '" + text + "' is not a size (examples: 4096, 512KiB, 64MiB, 1GiB)");
   }
 }
 

@@ -192,6 +192,23 @@ Result<std::chrono::microseconds> parse_duration(std::string_view text, std::str
   return std::chrono::microseconds(static_cast<int64_t>(us + 0.5));
 }
 
+Result<uint64_t> parse_bytes(std::string_view text, uint64_t max, std::string_view what) {
+  size_t p = 0;
+  while (p < text.size() && text[p] >= '0' && text[p] <= '9') ++p;
+  const std::string_view unit = text.substr(p);
+  uint64_t scale = 0;
+  if (unit.empty()) scale = 1;
+  else if (unit == "KiB") scale = uint64_t{1} << 10;
+  else if (unit == "MiB") scale = uint64_t{1} << 20;
+  else if (unit == "GiB") scale = uint64_t{1} << 30;
+  if (p == 0 || scale == 0) {
+    return invalid(fmt::format("{} '{}' is not a size (examples: 4096, 512KiB, 64MiB, 1GiB)", what, text));
+  }
+  auto n = parse_unsigned(text.substr(0, p), max / scale, what);
+  if (!n) return invalid(fmt::format("{} '{}' is too large (at most {} bytes)", what, text, max));
+  return *n * scale;
+}
+
 Result<int64_t> parse_timestamp_ms(std::string_view text, std::string_view what) {
   if (all_digits(text)) {
     auto v = parse_unsigned(text, INT64_MAX, what);

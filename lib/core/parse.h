@@ -31,6 +31,9 @@ Result<uint64_t> parse_id(std::string_view text);
 /// A duration such as "10ms", "1s", "1.5s", "2m", "250us"; "0" alone means zero.
 Result<std::chrono::microseconds> parse_duration(std::string_view text, std::string_view what);
 
+/// A size in bytes: "4096", "512KiB", "64MiB", "1GiB" (binary units; "0" alone is zero), <= max.
+Result<uint64_t> parse_bytes(std::string_view text, uint64_t max, std::string_view what);
+
 /// A point in time as Unix milliseconds: RFC 3339 ("2014-09-01T00:00:00Z", fractions and
 /// offsets allowed) or an integer number of Unix milliseconds.
 Result<int64_t> parse_timestamp_ms(std::string_view text, std::string_view what);

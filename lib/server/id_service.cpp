@@ -1,6 +1,7 @@
 #include "server/id_service.h"
 
 #include <fmt/format.h>
+#include <grpc/grpc.h>
 #include <grpcpp/alarm.h>
 #include <grpcpp/grpcpp.h>
 #include <pthread.h>
@@ -167,7 +168,8 @@ struct Services {
   explicit Services(Reflection r) : answers(std::move(r)) {}
   idgen::IdGen::AsyncService idgen;
   health::Health::AsyncService health;
-  reflection::ServerReflection::AsyncService reflection;
+  // Raw: ReflectionCall parses the requests itself, to answer INVALID_ARGUMENT to bad ones.
+  reflection::ServerReflection::WithRawMethod_ServerReflectionInfo<reflection::ServerReflection::Service> reflection;
   const Reflection answers;
 };
 
@@ -333,9 +335,24 @@ class ReflectionCall final : public Tag {
           finish();
           return;
         }
-        response_ = service_.services().answers.answer(request_);
+        // Parsed here rather than by gRPC, which would end the call like a client's half-close
+        // (status OK, no answer) when the bytes are not a request.
+        if (!grpc::SerializationTraits<reflection::ServerReflectionRequest>::Deserialize(&request_bytes_, &request_)
+                 .ok()) {
+          state_ = State::kFinishing;
+          stream_.Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                      "the request is not a grpc.reflection.v1alpha.ServerReflectionRequest"),
+                         static_cast<Tag*>(this));
+          return;
+        }
+        {
+          bool own = false;
+          response_bytes_.Clear();  // the serializer wants an empty buffer; the last Write copied it
+          const auto response = service_.services().answers.answer(request_);
+          grpc::SerializationTraits<reflection::ServerReflectionResponse>::Serialize(response, &response_bytes_, &own);
+        }
         state_ = State::kWriting;
-        stream_.Write(response_, static_cast<Tag*>(this));
+        stream_.Write(response_bytes_, static_cast<Tag*>(this));
         return;
       case State::kWriting:
         if (ok) {
@@ -354,7 +371,7 @@ class ReflectionCall final : public Tag {
   enum class State { kRequested, kReading, kWriting, kFinishing };
   void read() {
     state_ = State::kReading;
-    stream_.Read(&request_, static_cast<Tag*>(this));
+    stream_.Read(&request_bytes_, static_cast<Tag*>(this));
   }
   void finish() {
     state_ = State::kFinishing;
@@ -364,10 +381,10 @@ class ReflectionCall final : public Tag {
   IdService& service_;
   Queue& queue_;
   grpc::ServerContext ctx_;
-  grpc::ServerAsyncReaderWriter<reflection::ServerReflectionResponse, reflection::ServerReflectionRequest> stream_{
-      &ctx_};
+  grpc::ServerAsyncReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer> stream_{&ctx_};
+  grpc::ByteBuffer request_bytes_;
+  grpc::ByteBuffer response_bytes_;
   reflection::ServerReflectionRequest request_;
-  reflection::ServerReflectionResponse response_;
   State state_ = State::kRequested;
   Live live_;
 };
@@ -620,7 +637,19 @@ void IdService::shutdown(grpc::Server& server, std::chrono::system_clock::time_p
     // Let the watchers' last words reach their clients before the connections close.
     unwatched_.wait_until(lock, deadline, [this] { return watchers_.empty(); });
   }
+  // Server::Shutdown(deadline) waits for every connection to close, and a client with no call
+  // open has no reason to close its own: one idle connection would hold a stop until the deadline.
+  // So: stop accepting and send GOAWAY, wait only for the calls in flight, then close what is left.
+  grpc_completion_queue* notified = grpc_completion_queue_create_for_pluck(nullptr);
+  int tag = 0;
+  grpc_server_shutdown_and_notify(server.c_server(), notified, &tag);
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::system_clock::now());
+  if (drain(std::max(left, std::chrono::milliseconds(0)))) grpc_server_cancel_all_calls(server.c_server());
   server.Shutdown(deadline);
+  // Server::Shutdown() returned, so gRPC has posted our notification too.
+  grpc_completion_queue_pluck(notified, &tag, gpr_inf_future(GPR_CLOCK_REALTIME), nullptr);
+  grpc_completion_queue_shutdown(notified);
+  grpc_completion_queue_destroy(notified);
   stop_waiting();
   close_queues();
 }
