@@ -15,6 +15,7 @@
 #include "server/grpc_log.h"
 #include "server/id_service.h"
 #include "server/listen.h"
+#include "server/metrics_http.h"
 
 namespace zaptid::cli {
 
@@ -70,6 +71,12 @@ void setup_serve(CLI::App& app, Action& action) {
                   "Mutual TLS: refuse clients without a certificate signed by this PEM CA")
       ->envname("ZAPTID_TLS_CLIENT_CA")
       ->group("TLS");
+  sub->add_option("--metrics-listen", opt->metrics_listen,
+                  "Serve HTTP on host:port (repeatable; port 0 picks one): GET /metrics (Prometheus), /healthz, "
+                  "/readyz (503 with the reason while IDs are not issued); default off")
+      ->envname("ZAPTID_METRICS_LISTEN")
+      ->delimiter(',')
+      ->group("Monitoring");
   add_layout_options(*sub, opt->layout);
   add_identity_options(*sub, opt->identity);
   add_etcd_options(*sub, opt->etcd);
@@ -203,6 +210,9 @@ int run_serve(const ServeOptions& opt) {
   for (const auto& addr : opt.listen) {
     if (auto st = server::check_listen_address(addr); !st) throw Fatal(kExitUsage, st.message());
   }
+  for (const auto& addr : opt.metrics_listen) {
+    if (auto st = server::MetricsHttp::check_address(addr); !st) throw Fatal(kExitUsage, st.message());
+  }
   auto creds = server_credentials(opt);
   SystemClock clock;
   Lanes lanes = open_lanes(opt, layout, clock);
@@ -236,14 +246,32 @@ int run_serve(const ServeOptions& opt) {
   server::route_grpc_logs(spdlog::level::warn);
   service->start();
 
+  std::unique_ptr<server::MetricsHttp> metrics;
+  if (!opt.metrics_listen.empty()) {
+    server::MetricsHttpOptions mo;
+    mo.addresses = opt.metrics_listen;
+    mo.metrics = [s = service.get()] { return s->metrics_text(); };
+    mo.not_ready = [s = service.get()] { return s->not_ready_reason(); };
+    mo.log = [](const std::string& line) { spdlog::warn("metrics http: {}", line); };
+    auto started = server::MetricsHttp::start(std::move(mo));
+    if (!started) {
+      service->shutdown(*server, std::chrono::system_clock::now());
+      lanes.release();
+      throw Fatal(kExitFailure, started.message());
+    }
+    metrics = std::move(*started);
+  }
+
   const auto ids = service->machine_ids();
   // logfmt: a value with spaces is quoted, so every key=value stays machine-readable.
   const std::string source = lanes.source.find(' ') == std::string::npos ? lanes.source : '"' + lanes.source + '"';
   spdlog::info(
-      "zaptid {} serving listen={} {} machine-id={} source={} lanes={} max-batch={} threads={} max-streams={} tls={}",
+      "zaptid {} serving listen={} {} machine-id={} source={} lanes={} max-batch={} threads={} max-streams={} tls={} "
+      "metrics={}",
       kVersion, fmt::join(bound, ","), describe_layout(layout), fmt::join(ids, ","), source, ids.size(),
       service->max_batch(), opt.threads, opt.max_streams,
-      opt.tls_cert.empty() ? "off" : (opt.tls_client_ca.empty() ? "on" : "mutual"));
+      opt.tls_cert.empty() ? "off" : (opt.tls_client_ca.empty() ? "on" : "mutual"),
+      metrics ? fmt::format("{}", fmt::join(metrics->bound(), ",")) : std::string("off"));
 
   int signal = 0;
   sigwait(&stop_signals, &signal);
@@ -253,6 +281,7 @@ int run_serve(const ServeOptions& opt) {
   // waiter keeps finishing them meanwhile), then cancels the rest.
   service->shutdown(*server, std::chrono::system_clock::now() + shutdown_timeout);
   server->Wait();
+  metrics.reset();  // /readyz said 503 "shutting down" while calls drained
   lanes.release();
   spdlog::info("stopped; machine id {} released", fmt::join(ids, ","));
   return kExitOk;
