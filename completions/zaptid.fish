@@ -51,6 +51,7 @@ complete -c zaptid -n '__fish_seen_subcommand_from serve' -l lanes -x -d 'Machin
 complete -c zaptid -n '__fish_seen_subcommand_from serve' -l max-batch -x -d 'Largest batch one call may ask for'
 complete -c zaptid -n '__fish_seen_subcommand_from serve' -l threads -x -d 'Threads that serve requests'
 complete -c zaptid -n '__fish_seen_subcommand_from serve' -l max-streams -x -d 'Calls one connection may have open at once'
+complete -c zaptid -n '__fish_seen_subcommand_from serve' -l metrics-listen -x -d 'HTTP address for /metrics, /healthz, /readyz'
 complete -c zaptid -n '__fish_seen_subcommand_from serve' -l shutdown-timeout -x -d 'Time to finish calls in flight'
 complete -c zaptid -n '__fish_seen_subcommand_from serve' -l tls-key -r -F -d 'Private key file'
 complete -c zaptid -n '__fish_seen_subcommand_from serve' -l tls-client-ca -r -F -d 'CA for client certificates'
