@@ -99,6 +99,13 @@ class MetricsTest(MetricsTestCase):
                                timeout=60)
         self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
 
+    @unittest.skipUnless(shutil.which("promtool"), "needs promtool (Debian: prometheus)")
+    def test_example_alert_rules_are_valid(self):
+        rules = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "zaptid-alerts.yml")
+        check = subprocess.run(["promtool", "check", "rules", rules], capture_output=True, text=True, timeout=60)
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+        self.assertIn("SUCCESS: 5 rules found", check.stdout)
+
     def test_refusals_counted_by_reason(self):
         # Two IDs a second: Gen calls with a 300 ms deadline soon cannot be served in time.
         server = self.serve("--time-unit", "1s", "--bits-sequence", "1", machine_id=4102)
