@@ -140,10 +140,11 @@ Result<std::unique_ptr<MetricsHttp>> MetricsHttp::start(MetricsHttpOptions optio
     auto [fd, bound] = *sock;
     MHD_Daemon* d = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, nullptr, nullptr, &handle, &http->opt_,
-        MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT, http->opt_.max_connections,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, http->opt_.max_connections_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
-        http->opt_.timeout_seconds, MHD_OPTION_CONNECTION_MEMORY_LIMIT, http->opt_.memory_per_connection,
-        MHD_OPTION_EXTERNAL_LOGGER, &log_mhd, &http->opt_, MHD_OPTION_END);
+        // The logger first: libmicrohttpd reports problems with the options after it through it.
+        MHD_OPTION_EXTERNAL_LOGGER, &log_mhd, &http->opt_, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT,
+        http->opt_.max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT, http->opt_.max_connections_per_ip,
+        MHD_OPTION_CONNECTION_TIMEOUT, http->opt_.timeout_seconds, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        http->opt_.memory_per_connection, MHD_OPTION_END);
     if (d == nullptr) {
       ::close(fd);
       return Error{ErrorKind::kIo, fmt::format("cannot serve metrics on {}: libmicrohttpd did not start", address)};

@@ -185,9 +185,10 @@ class MetricsTest(MetricsTestCase):
     def test_readyz_says_shutting_down_while_calls_drain(self):
         # A call waiting for its tick keeps the server draining; meanwhile /readyz says why it is not ready.
         server = self.serve("--time-unit", "1s", "--bits-sequence", "1", "--shutdown-timeout", "10s",
-                            machine_id=4107)
+                            "--log-level", "debug", machine_id=4107)
         # Eight GenBatch(count=1) at two IDs a second: the last is due about 4 s from now.
         futures = [server.client._batch.future(b"\x08\x01", timeout=10) for _ in range(8)]
+        server.wait_for(r"GenBatch of 1 on machine id 4107 waits \d+us for its tick", count=5)
         server.proc.send_signal(15)
         server.wait_for("SIGTERM received")
         status, body, _ = get(server.metrics, "/readyz")
