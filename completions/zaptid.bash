@@ -48,7 +48,7 @@ _zaptid()
             opts="--help --listen --lanes --max-batch --threads --max-streams --metrics-listen --shutdown-timeout --tls-cert --tls-key --tls-client-ca
                 $identity_opts $layout_opts $etcd_opts $log_opts"
             ;;
-        get) opts="--help -s --server -n --count --timeout --format --decode $tls_client_opts $log_opts" ;;
+        get) opts="--help -s --server -n --count --timeout --format --decode --info $tls_client_opts $log_opts" ;;
         bench)
             opts="--help -s --server -c --connections -m --concurrency -d --duration --method --batch-size
                 --timeout --format $tls_client_opts $log_opts"

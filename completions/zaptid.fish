@@ -74,6 +74,7 @@ complete -c zaptid -n '__fish_seen_subcommand_from get bench' -l tls-key -r -F -
 complete -c zaptid -n '__fish_seen_subcommand_from get bench' -l tls-server-name -x -d 'Name to expect in the server certificate'
 complete -c zaptid -n '__fish_seen_subcommand_from get bench' -l timeout -x -d 'Deadline of each call'
 complete -c zaptid -n '__fish_seen_subcommand_from get' -l decode -d 'Print the decoded parts'
+complete -c zaptid -n '__fish_seen_subcommand_from get' -l info -d "Print the server's Info instead of IDs"
 complete -c zaptid -n '__fish_seen_subcommand_from bench' -s c -l connections -x -d 'Connections to open'
 complete -c zaptid -n '__fish_seen_subcommand_from bench' -s m -l concurrency -x -d 'Calls in flight per connection'
 complete -c zaptid -n '__fish_seen_subcommand_from bench' -s d -l duration -x -d 'How long to run'
