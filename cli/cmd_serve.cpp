@@ -19,6 +19,7 @@
 #include "server/id_service.h"
 #include "server/listen.h"
 #include "serve_limits.h"
+#include "server/metrics_http.h"
 
 namespace zaptid::cli {
 
@@ -92,6 +93,12 @@ void setup_serve(CLI::App& app, Action& action) {
                   "Mutual TLS: refuse clients without a certificate signed by this PEM CA")
       ->envname("ZAPTID_TLS_CLIENT_CA")
       ->group("TLS");
+  sub->add_option("--metrics-listen", opt->metrics_listen,
+                  "Serve HTTP on host:port (repeatable; port 0 picks one): GET /metrics (Prometheus), /healthz, "
+                  "/readyz (503 with the reason while IDs are not issued); default off")
+      ->envname("ZAPTID_METRICS_LISTEN")
+      ->delimiter(',')
+      ->group("Monitoring");
   add_layout_options(*sub, opt->layout);
   add_identity_options(*sub, opt->identity);
   add_etcd_options(*sub, opt->etcd);
@@ -242,6 +249,9 @@ int run_serve(const ServeOptions& opt) {
   for (const auto& addr : opt.listen) {
     if (auto st = server::check_listen_address(addr); !st) throw Fatal(kExitUsage, st.message());
   }
+  for (const auto& addr : opt.metrics_listen) {
+    if (auto st = server::MetricsHttp::check_address(addr); !st) throw Fatal(kExitUsage, st.message());
+  }
   auto creds = server_credentials(opt);
   // What gRPC binds: unix: sockets under a private name first, moved onto their path once bound.
   std::vector<std::string> bind_to = opt.listen;
@@ -304,16 +314,34 @@ int run_serve(const ServeOptions& opt) {
   // Gives back what a spike of connections or calls left free (one arena never shrinks by itself).
   start_memory_trimmer(std::chrono::seconds(2), uint64_t{4} << 20);
 
+  std::unique_ptr<server::MetricsHttp> metrics;
+  if (!opt.metrics_listen.empty()) {
+    server::MetricsHttpOptions mo;
+    mo.addresses = opt.metrics_listen;
+    mo.metrics = [s = service.get()] { return s->metrics_text(); };
+    mo.not_ready = [s = service.get()] { return s->not_ready_reason(); };
+    mo.log = [](const std::string& line) { spdlog::warn("metrics http: {}", line); };
+    auto started = server::MetricsHttp::start(std::move(mo));
+    if (!started) {
+      service->shutdown(*server, std::chrono::system_clock::now());
+      remove_unix_sockets();
+      lanes.release();
+      throw Fatal(kExitFailure, started.message());
+    }
+    metrics = std::move(*started);
+  }
+
   const auto ids = service->machine_ids();
   // logfmt: a value with spaces is quoted, so every key=value stays machine-readable.
   const std::string source = lanes.source.find(' ') == std::string::npos ? lanes.source : '"' + lanes.source + '"';
   spdlog::info(
       "zaptid {} serving listen={} {} machine-id={} source={} lanes={} max-batch={} threads={} max-streams={} tls={} "
-      "handshake-timeout={} idle-timeout={} max-memory={} max-fds={}",
+      "handshake-timeout={} idle-timeout={} max-memory={} max-fds={} metrics={}",
       kVersion, fmt::join(bound, ","), describe_layout(layout), fmt::join(ids, ","), source, ids.size(),
       service->max_batch(), opt.threads, opt.max_streams,
       opt.tls_cert.empty() ? "off" : (opt.tls_client_ca.empty() ? "on" : "mutual"), opt.handshake_timeout,
-      opt.idle_timeout, opt.max_memory, max_fds);
+      opt.idle_timeout, opt.max_memory, max_fds,
+      metrics ? fmt::format("{}", fmt::join(metrics->bound(), ",")) : std::string("off"));
 
   int signal = 0;
   sigwait(&stop_signals, &signal);
@@ -323,6 +351,7 @@ int run_serve(const ServeOptions& opt) {
   // waiter keeps finishing them meanwhile), then cancels the rest.
   service->shutdown(*server, std::chrono::system_clock::now() + shutdown_timeout);
   server->Wait();
+  metrics.reset();  // /readyz said 503 "shutting down" while calls drained
   remove_unix_sockets();
   lanes.release();
   spdlog::info("stopped; machine id {} released", fmt::join(ids, ","));

@@ -28,6 +28,7 @@ struct ServeOptions {
   std::string tls_cert;
   std::string tls_key;
   std::string tls_client_ca;
+  std::vector<std::string> metrics_listen;  ///< HTTP /metrics, /healthz, /readyz; none: off
   LayoutOptions layout;
   IdentityOptions identity;
   EtcdOptions etcd;

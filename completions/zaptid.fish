@@ -51,6 +51,7 @@ complete -c zaptid -n '__fish_seen_subcommand_from serve' -l lanes -x -d 'Machin
 complete -c zaptid -n '__fish_seen_subcommand_from serve' -l max-batch -x -d 'Largest batch one call may ask for'
 complete -c zaptid -n '__fish_seen_subcommand_from serve' -l threads -x -d 'Threads that serve requests'
 complete -c zaptid -n '__fish_seen_subcommand_from serve' -l max-streams -x -d 'Calls one connection may have open at once'
+complete -c zaptid -n '__fish_seen_subcommand_from serve' -l metrics-listen -x -d 'HTTP address for /metrics, /healthz, /readyz'
 complete -c zaptid -n '__fish_seen_subcommand_from serve' -l shutdown-timeout -x -d 'Time to finish calls in flight'
 complete -c zaptid -n '__fish_seen_subcommand_from serve' -l handshake-timeout -x -d 'Close connections that do not complete the handshake in time'
 complete -c zaptid -n '__fish_seen_subcommand_from serve' -l idle-timeout -x -d 'Close connections with no call for this long (0 never)'
@@ -76,6 +77,7 @@ complete -c zaptid -n '__fish_seen_subcommand_from get bench' -l tls-key -r -F -
 complete -c zaptid -n '__fish_seen_subcommand_from get bench' -l tls-server-name -x -d 'Name to expect in the server certificate'
 complete -c zaptid -n '__fish_seen_subcommand_from get bench' -l timeout -x -d 'Deadline of each call'
 complete -c zaptid -n '__fish_seen_subcommand_from get' -l decode -d 'Print the decoded parts'
+complete -c zaptid -n '__fish_seen_subcommand_from get' -l info -d "Print the server's Info instead of IDs"
 complete -c zaptid -n '__fish_seen_subcommand_from bench' -s c -l connections -x -d 'Connections to open'
 complete -c zaptid -n '__fish_seen_subcommand_from bench' -s m -l concurrency -x -d 'Calls in flight per connection'
 complete -c zaptid -n '__fish_seen_subcommand_from bench' -s d -l duration -x -d 'How long to run'

@@ -191,6 +191,8 @@ class UnaryCall : public Tag {
     }
     live_.matched();
     service_.request<Derived>(queue_);
+    started_ = std::chrono::steady_clock::now();
+    service_.metrics().started(Derived::kMethod);
     static_cast<Derived*>(this)->handle();
   }
 
@@ -200,6 +202,7 @@ class UnaryCall : public Tag {
 
   void finish(const grpc::Status& status) {
     finishing_ = true;
+    service_.metrics().handled(Derived::kMethod, status.error_code(), std::chrono::steady_clock::now() - started_);
     if (status.ok()) {
       writer_.Finish(response_, status, static_cast<Tag*>(this));
     } else {
@@ -214,6 +217,7 @@ class UnaryCall : public Tag {
   Response response_;
   grpc::ServerAsyncResponseWriter<Response> writer_{&ctx_};
   bool finishing_ = false;
+  std::chrono::steady_clock::time_point started_;
   Live live_;
 };
 
@@ -249,6 +253,7 @@ class UnaryIssueCall : public UnaryCall<Derived, Request, Response>, public Issu
 
 class GenCall final : public UnaryIssueCall<GenCall, idgen::IdRequest, idgen::IdResponse> {
  public:
+  static constexpr Method kMethod = Method::kGen;
   GenCall(IdService& service, Queue& queue) : UnaryIssueCall(service, queue) {
     service.services().idgen.RequestGen(&ctx_, &request_, &writer_, queue.cq.get(), queue.cq.get(),
                                         static_cast<Tag*>(this));
@@ -263,6 +268,7 @@ class GenCall final : public UnaryIssueCall<GenCall, idgen::IdRequest, idgen::Id
 
 class BatchCall final : public UnaryIssueCall<BatchCall, idgen::BatchRequest, idgen::BatchResponse> {
  public:
+  static constexpr Method kMethod = Method::kGenBatch;
   BatchCall(IdService& service, Queue& queue) : UnaryIssueCall(service, queue) {
     service.services().idgen.RequestGenBatch(&ctx_, &request_, &writer_, queue.cq.get(), queue.cq.get(),
                                              static_cast<Tag*>(this));
@@ -288,6 +294,7 @@ class BatchCall final : public UnaryIssueCall<BatchCall, idgen::BatchRequest, id
 
 class InfoCall final : public UnaryCall<InfoCall, idgen::InfoRequest, idgen::InfoResponse> {
  public:
+  static constexpr Method kMethod = Method::kInfo;
   InfoCall(IdService& service, Queue& queue) : UnaryCall(service, queue) {
     service.services().idgen.RequestInfo(&ctx_, &request_, &writer_, queue.cq.get(), queue.cq.get(),
                                          static_cast<Tag*>(this));
@@ -300,6 +307,7 @@ class InfoCall final : public UnaryCall<InfoCall, idgen::InfoRequest, idgen::Inf
 
 class CheckCall final : public UnaryCall<CheckCall, health::HealthCheckRequest, health::HealthCheckResponse> {
  public:
+  static constexpr Method kMethod = Method::kHealthCheck;
   CheckCall(IdService& service, Queue& queue) : UnaryCall(service, queue) {
     service.services().health.RequestCheck(&ctx_, &request_, &writer_, queue.cq.get(), queue.cq.get(),
                                            static_cast<Tag*>(this));
@@ -498,6 +506,14 @@ class WatchCall final : public Tag {
   Live live_;
 };
 
+// Why Generator::reserve() failed, for the refusal counters: its own unavailable errors are
+// about the clock (and say so first); the rest come from the reserver (a record, etcd).
+Refusal refusal_of(const Error& e) {
+  if (e.kind == ErrorKind::kExhausted) return Refusal::kTimeExhausted;
+  if (e.kind == ErrorKind::kUnavailable && e.message.rfind("the clock ", 0) == 0) return Refusal::kClockBehind;
+  return Refusal::kUnavailable;
+}
+
 grpc::Status to_grpc_status(const Error& e) {
   switch (e.kind) {
     case ErrorKind::kUnavailable:
@@ -545,6 +561,7 @@ IdService::IdService(ServiceOptions options, uint32_t max_batch, Reflection answ
     : opt_(std::move(options)),
       layout_(opt_.lanes.front()->layout()),
       max_batch_(max_batch),
+      metrics_(opt_.lanes.size()),
       lanes_(opt_.lanes.size()),
       keep_(opt_.lanes),
       services_(std::make_unique<Services>(std::move(answers))),
@@ -728,6 +745,46 @@ void IdService::fill_info(idgen::InfoResponse& response) const {
   response.set_time_exhausted_unix_ms(layout_.exhausted_at_ms());
 }
 
+std::string IdService::not_ready_reason() const {
+  if (shutting_down_.load(std::memory_order_acquire)) return "the server is shutting down";
+  if (available()) return "";
+  std::lock_guard lock(mu_);
+  return reason_.empty() ? "unavailable" : reason_;
+}
+
+std::string IdService::metrics_text() const {
+  std::string out;
+  out.reserve(16 << 10);
+  metrics_.write_calls(out);
+  metrics_.write_lanes(out, [this](size_t i) { return lanes_[i].load(std::memory_order_acquire)->machine_id(); });
+
+  const Nanos now = opt_.clock->now();
+  write_family(out, "zaptid_newest_id_ahead_seconds", "gauge",
+               "How far the tick of the newest ID reserved is ahead of the clock (negative: behind; it grows "
+               "when calls outrun the ceiling or the clock stepped back).");
+  for (size_t i = 0; i < lanes_.size(); ++i) {
+    const Generator* g = lanes_[i].load(std::memory_order_acquire);
+    const auto last = g->last_reserved();
+    if (!last) continue;
+    const double ahead = std::chrono::duration<double>(g->ready_at(Block{*last, 1}) - now).count();
+    write_sample(out, "zaptid_newest_id_ahead_seconds", fmt::format("machine_id=\"{}\"", g->machine_id()), ahead);
+  }
+  write_family(out, "zaptid_lane_ceiling_ids_per_second", "gauge", "The most IDs one lane (machine id) can issue per second.");
+  write_sample(out, "zaptid_lane_ceiling_ids_per_second", "", layout_.ceiling_per_second());
+  write_family(out, "zaptid_time_left_seconds", "gauge", "Seconds until the layout's time field runs out.");
+  const double now_ms = std::chrono::duration<double, std::milli>(now).count();
+  write_sample(out, "zaptid_time_left_seconds", "", (static_cast<double>(layout_.exhausted_at_ms()) - now_ms) / 1000);
+  write_family(out, "zaptid_ready", "gauge", "1 while the server would issue IDs (lease confirmed, not shutting down).");
+  write_sample(out, "zaptid_ready", "", static_cast<uint64_t>(not_ready_reason().empty() ? 1 : 0));
+  write_family(out, "zaptid_build_info", "gauge", "The version and the layout of this server; always 1.");
+  write_sample(out, "zaptid_build_info",
+               fmt::format("version=\"{}\",layout=\"{}\",layout_key=\"{}\"", escape_label(kVersion),
+                           escape_label(layout_.name), escape_label(layout_.key())),
+               uint64_t{1});
+  write_process_metrics(out);
+  return out;
+}
+
 void IdService::issue(IssueCall& call, uint64_t count) {
   if (!available_.load(std::memory_order_acquire)) {
     std::string reason;
@@ -735,6 +792,7 @@ void IdService::issue(IssueCall& call, uint64_t count) {
       std::lock_guard lock(mu_);
       reason = reason_;
     }
+    metrics_.refused(0, Refusal::kUnavailable);
     call.fail(unavailable_status(std::move(reason)));
     return;
   }
@@ -751,6 +809,7 @@ void IdService::issue(IssueCall& call, uint64_t count) {
     const Block probe{*last + 1, count};
     const Nanos wait = gen->ready_at(probe) - now;
     if (wait > max_wait) {
+      metrics_.refused(lane, Refusal::kOverCapacity);
       call.fail(unavailable_status(fmt::format(
           "over capacity: IDs would be ready in {}, after the call's deadline; the layout issues at most {:.0f} IDs/s "
           "per machine id",
@@ -762,25 +821,28 @@ void IdService::issue(IssueCall& call, uint64_t count) {
 
   if (gen->needs_reservation(count)) {
     // Once per reserve-ahead window: record the new high-water on the worker thread.
-    if (!worker_->post([this, &call, gen, count] { reserve(call, *gen, count); })) {
+    if (!worker_->post([this, &call, gen, lane, count] { reserve(call, *gen, lane, count); })) {
+      metrics_.refused(lane, Refusal::kShuttingDown);
       call.fail(unavailable_status("the server is shutting down"));
     }
     return;
   }
-  reserve(call, *gen, count);
+  reserve(call, *gen, lane, count);
 }
 
-void IdService::reserve(IssueCall& call, Generator& gen, uint64_t count) {
+void IdService::reserve(IssueCall& call, Generator& gen, size_t lane, uint64_t count) {
   const Nanos now = opt_.clock->now();
   auto block = gen.reserve(count);
   if (!block) {
     spdlog::debug("reserve({}) on machine id {} failed: {}", count, gen.machine_id(), block.message());
+    metrics_.refused(lane, refusal_of(block.error()));
     call.fail(to_grpc_status(block.error()));
     return;
   }
   Pending p;
   p.call = &call;
   p.generator = &gen;
+  p.lane = lane;
   p.block = *block;
   p.ready_at = gen.ready_at(*block);
   if (p.ready_at <= now || gen.is_ready(*block)) {
@@ -791,11 +853,13 @@ void IdService::reserve(IssueCall& call, Generator& gen, uint64_t count) {
   p.give_up = std::chrono::steady_clock::now() + wait + opt_.max_clock_wait;
   spdlog::debug("{} of {} on machine id {} waits {}us for its tick", call.name(), count, gen.machine_id(),
                 std::chrono::duration_cast<std::chrono::microseconds>(wait).count());
+  metrics_.waited(lane, p.ready_at - now);
   waiter_.add(p);
 }
 
 void IdService::finish(Pending& p, Outcome outcome) {
   if (outcome == Outcome::kStopping) {
+    metrics_.refused(p.lane, Refusal::kShuttingDown);
     p.call->fail(unavailable_status("the server is shutting down"));
     return;
   }
@@ -804,11 +868,13 @@ void IdService::finish(Pending& p, Outcome outcome) {
     return;
   }
   if (outcome == Outcome::kGaveUp || !p.generator->is_ready(p.block)) {
+    metrics_.refused(p.lane, Refusal::kClockBehind);
     p.call->fail(
         unavailable_status(fmt::format("the clock stepped back more than {} while the call waited for its IDs",
                                        format_duration_ms(opt_.max_clock_wait.count()))));
     return;
   }
+  metrics_.issued(p.lane, p.block.count);
   p.call->deliver(*p.generator, p.block);
 }
 

@@ -15,6 +15,7 @@
 #include "core/generator.h"
 #include "core/result.h"
 #include "idgen.pb.h"
+#include "server/metrics.h"
 #include "server/waiter.h"
 
 namespace grpc {
@@ -113,6 +114,13 @@ class IdService {
   const Layout& layout() const { return layout_; }
   uint32_t max_batch() const { return max_batch_; }
 
+  Metrics& metrics() { return metrics_; }
+  /// The whole /metrics page: calls, lanes, layout, clock, build and process, in the Prometheus
+  /// text format. Any thread.
+  std::string metrics_text() const;
+  /// Why Gen would not issue IDs now ("" when it would): unavailable, or shutting down.
+  std::string not_ready_reason() const;
+
   /// Finishes every waiting call with UNAVAILABLE ("the server is shutting down") and stops the
   /// waiter thread; later calls that must wait get the same. Part of shutdown(). Idempotent.
   void stop_waiting();
@@ -138,7 +146,7 @@ class IdService {
   IdService(ServiceOptions options, uint32_t max_batch, class Reflection answers);
   void finish(Pending& p, Outcome outcome);
   /// Reserves the call's IDs on `generator` and finishes it now or through the waiter.
-  void reserve(IssueCall& call, Generator& generator, uint64_t count);
+  void reserve(IssueCall& call, Generator& generator, size_t lane, uint64_t count);
   void publish_health();  // under mu_
   /// Shuts every queue down and drains it (joining its thread), once no call is open. Idempotent.
   void close_queues();
@@ -148,6 +156,7 @@ class IdService {
   ServiceOptions opt_;
   Layout layout_;
   uint32_t max_batch_;
+  Metrics metrics_;
   std::vector<std::atomic<Generator*>> lanes_;
   std::atomic<uint64_t> next_lane_{0};
   std::atomic<bool> available_{true};
