@@ -74,7 +74,8 @@ void print_json(const BenchOptions& opt, const LoadResult& r, const Ceiling& c) 
       R"("p99.9":{},"max":{}}},"duplicates":{},"zero_ids":{},"errors":{{{}}}}})"
       "\n",
       json_escape(opt.channel.server), opt.method, opt.method == "batch" ? opt.batch_size : 1, opt.connections,
-      opt.concurrency, r.seconds, r.ok, r.failed, r.refused, r.abandoned, rps, r.ids, ips, c.ids_per_second, ips / c.ids_per_second,
+      opt.concurrency, r.seconds, r.ok, r.failed, r.refused, r.abandoned, rps, r.ids, ips, c.ids_per_second,
+      ips / c.ids_per_second,
       quantile_us(l, 0.5), quantile_us(l, 0.9), quantile_us(l, 0.99), quantile_us(l, 0.999), l.empty() ? 0 : l.back(),
       r.duplicates, r.zero_ids, errors);
 }
