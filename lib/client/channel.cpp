@@ -9,9 +9,11 @@
 #include <grpcpp/support/channel_arguments.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <vector>
 
@@ -189,6 +191,22 @@ std::string describe(const grpc::Status& status, std::chrono::milliseconds timeo
   std::string message = status.error_message();
   if (message.empty()) message = "the call failed";
   return fmt::format("{} ({})", message, name);
+}
+
+std::optional<std::chrono::milliseconds> retry_after(const grpc::ClientContext& ctx) {
+  const auto& trailers = ctx.GetServerTrailingMetadata();
+  const auto it = trailers.find(grpc::string_ref(kRetryAfterKey.data(), kRetryAfterKey.size()));
+  if (it == trailers.end()) return std::nullopt;
+  uint64_t ms = 0;
+  const auto [end, ec] = std::from_chars(it->second.data(), it->second.data() + it->second.size(), ms);
+  if (ec != std::errc() || end != it->second.data() + it->second.size()) return std::nullopt;
+  return std::chrono::milliseconds(std::clamp<uint64_t>(ms, 1, 60'000));
+}
+
+std::chrono::milliseconds with_jitter(std::chrono::milliseconds base) {
+  thread_local std::minstd_rand rng(std::random_device{}());
+  std::uniform_int_distribution<int64_t> extra(0, std::max<int64_t>(base.count() / 2, 1));
+  return base + std::chrono::milliseconds(extra(rng));
 }
 
 }  // namespace zaptid::client

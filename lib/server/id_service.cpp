@@ -140,26 +140,42 @@ class Queue final : public Tag {
   void post(const Pending& p, Outcome outcome) {
     std::lock_guard lock(inbox_mu_);
     inbox_.emplace_back(p, outcome);
-    if (armed_) return;
-    armed_ = true;
-    alarm_.Set(cq.get(), gpr_inf_past(GPR_CLOCK_MONOTONIC), static_cast<Tag*>(this));
+    arm();
+  }
+  /// Has this queue's thread run `job` soon (a call the worker reserved for is finished here,
+  /// never on the worker: gRPC's writes and the call's deletion then happen on one thread, and
+  /// the inbox's mutex is the hand-off ThreadSanitizer can see). Any thread, as post().
+  void run_soon(std::function<void()> job) {
+    std::lock_guard lock(inbox_mu_);
+    jobs_.push_back(std::move(job));
+    arm();
   }
 
   // The alarm fired (or was cancelled at shutdown): finish what was posted.
   void proceed(bool /*ok*/) override {
     std::vector<std::pair<Pending, Outcome>> batch;
+    std::vector<std::function<void()>> jobs;
     {
       std::lock_guard lock(inbox_mu_);
       batch.swap(inbox_);
+      jobs.swap(jobs_);
       armed_ = false;
     }
     for (auto& [p, outcome] : batch) finish_(p, outcome);
+    for (auto& job : jobs) job();
   }
 
  private:
+  void arm() {  // under inbox_mu_
+    if (armed_) return;
+    armed_ = true;
+    alarm_.Set(cq.get(), gpr_inf_past(GPR_CLOCK_MONOTONIC), static_cast<Tag*>(this));
+  }
+
   Finisher finish_;
   std::mutex inbox_mu_;
   std::vector<std::pair<Pending, Outcome>> inbox_;
+  std::vector<std::function<void()>> jobs_;
   bool armed_ = false;
   grpc::Alarm alarm_;
 };
@@ -227,10 +243,18 @@ class IssueCall {
  public:
   virtual void deliver(const Generator& generator, const Block& block) = 0;
   virtual void fail(const grpc::Status& status) = 0;
+  /// Fails with UNAVAILABLE over capacity: `message`, and the trailing metadata retry-after-ms.
+  virtual void refuse(const std::string& message, std::chrono::milliseconds retry_after) = 0;
   virtual std::chrono::system_clock::time_point deadline() const = 0;
+  /// The connection the call came on (the key of its fair share).
+  virtual std::string peer() const = 0;
   virtual const char* name() const = 0;
   /// The queue whose thread serves this call.
   virtual Queue& queue() = 0;
+
+  /// The IDs admission counted for this call against its peer's share, until it is settled.
+  uint64_t admitted = 0;
+  std::string admitted_peer;
 
  protected:
   ~IssueCall() = default;
@@ -242,8 +266,16 @@ namespace {
 template <class Derived, class Request, class Response>
 class UnaryIssueCall : public UnaryCall<Derived, Request, Response>, public IssueCall {
  public:
-  void fail(const grpc::Status& status) override { this->finish(status); }
+  void fail(const grpc::Status& status) override {
+    this->service_.settle(*this);
+    this->finish(status);
+  }
+  void refuse(const std::string& message, std::chrono::milliseconds retry_after) override {
+    this->ctx_.AddTrailingMetadata(std::string(kRetryAfterKey), std::to_string(retry_after.count()));
+    fail(unavailable_status(message));
+  }
   std::chrono::system_clock::time_point deadline() const override { return this->ctx_.deadline(); }
+  std::string peer() const override { return this->ctx_.peer(); }
   Queue& queue() override { return this->queue_; }
 
  protected:
@@ -260,6 +292,7 @@ class GenCall final : public UnaryIssueCall<GenCall, idgen::IdRequest, idgen::Id
   }
   void handle() { service_.issue(*this, 1); }
   void deliver(const Generator& generator, const Block& block) override {
+    service_.settle(*this);
     response_.set_id(generator.id_at(block.first));
     finish(grpc::Status::OK);
   }
@@ -284,6 +317,7 @@ class BatchCall final : public UnaryIssueCall<BatchCall, idgen::BatchRequest, id
     service_.issue(*this, count);
   }
   void deliver(const Generator& generator, const Block& block) override {
+    service_.settle(*this);
     auto* ids = response_.mutable_ids();
     ids->Resize(static_cast<int>(block.count), 0);
     generator.write_ids(block, ids->mutable_data());
@@ -563,9 +597,16 @@ IdService::IdService(ServiceOptions options, uint32_t max_batch, Reflection answ
       max_batch_(max_batch),
       metrics_(opt_.lanes.size()),
       lanes_(opt_.lanes.size()),
+      promised_(opt_.lanes.size()),
       keep_(opt_.lanes),
       services_(std::make_unique<Services>(std::move(answers))),
       worker_(std::make_unique<Worker>()),
+      admission_(AdmissionOptions{
+          .ids_per_second = layout_.ceiling_per_second() * static_cast<double>(opt_.lanes.size()),
+          // At least two of the largest batches, so that a connection alone keeps its pipeline full.
+          .window = std::max<Nanos>(std::chrono::milliseconds(500),
+                                    std::chrono::duration_cast<Nanos>(std::chrono::duration<double>(
+                                        2.0 * max_batch / layout_.ceiling_per_second())))}),
       waiter_(*opt_.clock, [](Pending& p, Outcome o) { p.call->queue().post(p, o); }) {
   for (size_t i = 0; i < opt_.lanes.size(); ++i) lanes_[i].store(opt_.lanes[i].get(), std::memory_order_release);
 }
@@ -800,43 +841,63 @@ void IdService::issue(IssueCall& call, uint64_t count) {
   Generator* gen = lanes_[lane].load(std::memory_order_acquire);
   const Nanos now = opt_.clock->now();
 
-  // Over capacity, reservations run ahead of the clock. Refuse a call whose IDs could not be
-  // ready before its deadline rather than reserve IDs nobody will receive and push every later
-  // caller further back; UNAVAILABLE lets a balanced client try another server.
+  // Over capacity, reservations run ahead of the clock. Admit only a call whose IDs will be ready
+  // before its deadline with a margin, and only within its connection's share, rather than
+  // reserve IDs nobody will receive and push every later caller further back; UNAVAILABLE lets
+  // a client back off (retry-after-ms) or try another server.
   const auto to_deadline = std::chrono::duration_cast<Nanos>(call.deadline() - std::chrono::system_clock::now());
-  const Nanos max_wait = std::clamp<Nanos>(to_deadline, Nanos(0), opt_.max_queue_wait);
-  if (auto last = gen->last_reserved()) {
-    const Block probe{*last + 1, count};
-    const Nanos wait = gen->ready_at(probe) - now;
-    if (wait > max_wait) {
-      metrics_.refused(lane, Refusal::kOverCapacity);
-      call.fail(unavailable_status(fmt::format(
-          "over capacity: IDs would be ready in {}, after the call's deadline; the layout issues at most {:.0f} IDs/s "
-          "per machine id",
-          format_duration_ms(std::chrono::duration_cast<std::chrono::milliseconds>(wait).count()),
-          layout_.ceiling_per_second())));
-      return;
-    }
+  const Nanos budget = std::min<Nanos>(to_deadline, opt_.max_queue_wait);
+  // Admitted calls the worker has not reserved for yet (a new high-water being recorded) count
+  // as reserved: otherwise every call arriving meanwhile would see the old cursor.
+  std::atomic<uint64_t>& promised = promised_[lane];
+  const Nanos wait =
+      std::max(Nanos(0), gen->ready_at_next(promised.load(std::memory_order_acquire) + count) - now);
+  std::string peer = call.peer();
+  const Verdict verdict = admission_.admit(peer, count, wait, budget);
+  if (!verdict.admitted) {
+    metrics_.refused(lane, Refusal::kOverCapacity);
+    call.refuse(fmt::format("{}; the layout issues at most {:.0f} IDs/s per machine id; retry in {} ms",
+                            verdict.reason, layout_.ceiling_per_second(), verdict.retry_after.count()),
+                verdict.retry_after);
+    return;
   }
+  call.admitted = count;
+  call.admitted_peer = std::move(peer);
+  promised.fetch_add(count, std::memory_order_acq_rel);
 
   if (gen->needs_reservation(count)) {
     // Once per reserve-ahead window: record the new high-water on the worker thread.
-    if (!worker_->post([this, &call, gen, lane, count] { reserve(call, *gen, lane, count); })) {
+    if (!worker_->post([this, &call, gen, lane, count, &promised] {
+          reserve(call, *gen, lane, count, /*on_worker=*/true);
+          promised.fetch_sub(count, std::memory_order_acq_rel);
+        })) {
+      promised.fetch_sub(count, std::memory_order_acq_rel);
       metrics_.refused(lane, Refusal::kShuttingDown);
       call.fail(unavailable_status("the server is shutting down"));
     }
     return;
   }
-  reserve(call, *gen, lane, count);
+  reserve(call, *gen, lane, count, /*on_worker=*/false);
+  promised.fetch_sub(count, std::memory_order_acq_rel);
 }
 
-void IdService::reserve(IssueCall& call, Generator& gen, size_t lane, uint64_t count) {
+void IdService::settle(IssueCall& call) {
+  if (call.admitted == 0) return;
+  admission_.release(call.admitted_peer, call.admitted);
+  call.admitted = 0;
+}
+
+void IdService::reserve(IssueCall& call, Generator& gen, size_t lane, uint64_t count, bool on_worker) {
   const Nanos now = opt_.clock->now();
   auto block = gen.reserve(count);
   if (!block) {
     spdlog::debug("reserve({}) on machine id {} failed: {}", count, gen.machine_id(), block.message());
     metrics_.refused(lane, refusal_of(block.error()));
-    call.fail(to_grpc_status(block.error()));
+    if (on_worker) {
+      call.queue().run_soon([&call, status = to_grpc_status(block.error())] { call.fail(status); });
+    } else {
+      call.fail(to_grpc_status(block.error()));
+    }
     return;
   }
   Pending p;
@@ -846,7 +907,11 @@ void IdService::reserve(IssueCall& call, Generator& gen, size_t lane, uint64_t c
   p.block = *block;
   p.ready_at = gen.ready_at(*block);
   if (p.ready_at <= now || gen.is_ready(*block)) {
-    finish(p, Outcome::kReady);
+    if (on_worker) {
+      call.queue().post(p, Outcome::kReady);
+    } else {
+      finish(p, Outcome::kReady);
+    }
     return;
   }
   const auto wait = std::chrono::duration_cast<std::chrono::steady_clock::duration>(p.ready_at - now);
