@@ -2,16 +2,47 @@
 
 #include <csignal>
 #include <iostream>
+#include <sstream>
 
 #include "cmd_compose.h"
 #include "cmd_decode.h"
 #include "cmd_gen.h"
 #include "cmd_version.h"
 #include "common.h"
+#include "core/parse.h"
 #include "core/version.h"
 #include "logging.h"
+#include "std_fds.h"
 
 namespace zaptid::cli {
+namespace {
+
+// Help and --version: CLI11 renders them, Output writes them, so a write error (a full disk,
+// /dev/full, a closed standard output) fails the command like any other output would.
+int print_help_or_version(const CLI::App& app, const CLI::Error& e) {
+  std::ostringstream text, ignored;
+  const int status = app.exit(e, text, ignored);
+  try {
+    if (stdout_was_closed()) throw Fatal(kExitFailure, "cannot write to standard output: it is closed");
+    Output out;
+    out.buffer() = text.str();
+    out.flush();
+  } catch (const Fatal& f) {
+    std::cerr << "zaptid: " << f.what() << '\n';
+    return f.status();
+  }
+  return status;
+}
+
+// The first word that is not an option: the command the user meant, when it is not one.
+std::string unknown_command(const CLI::App& app) {
+  for (const auto& word : app.remaining()) {
+    if (!word.empty() && word[0] != '-') return word;
+  }
+  return {};
+}
+
+}  // namespace
 
 int main(int argc, char** argv, NetCommands net) {
   // Writes to a closed pipe must fail with EPIPE (handled by Output), not kill the process.
@@ -39,14 +70,25 @@ int main(int argc, char** argv, NetCommands net) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     // Help and --version arrive as "errors" that exit 0; CLI11 prints them.
-    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);
-    std::cerr << "zaptid: " << e.what() << " (see 'zaptid --help')\n";
+    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return print_help_or_version(app, e);
+    if (app.get_subcommands().empty()) {
+      if (const auto word = unknown_command(app); !word.empty()) {
+        std::cerr << "zaptid: unknown command " << quote_input(word) << " (commands: gen, decode, compose, "
+                  << "version, serve, get, bench; see 'zaptid --help')\n";
+        return kExitUsage;
+      }
+    }
+    // CLI11's messages repeat what was typed: keep them on one line, control bytes escaped.
+    std::cerr << "zaptid: " << escape_control(e.what()) << " (see 'zaptid --help')\n";
     return kExitUsage;
   }
 
   try {
     const auto chosen = app.get_subcommands();
     const bool daemon = !chosen.empty() && chosen.front()->get_name() == "serve";
+    // Every command but serve writes its result to standard output: with it closed the result
+    // would be lost, so refuse before anything is issued, claimed or recorded.
+    if (!daemon && stdout_was_closed()) throw Fatal(kExitFailure, "cannot write to standard output: it is closed");
     setup_logging(log, daemon);
     return action();
   } catch (const Fatal& e) {

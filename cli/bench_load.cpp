@@ -1,13 +1,16 @@
 #include "bench_load.h"
 
+#include <grpcpp/alarm.h>
 #include <grpcpp/client_context.h>
 
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <thread>
 
+#include "client/channel.h"
 #include "idgen.grpc.pb.h"
 
 namespace zaptid::cli {
@@ -25,7 +28,9 @@ struct Run {
 };
 
 // One call slot: issues a call, and on completion records it and issues the next, until the
-// run stops. Slots complete on gRPC's threads; each owns its records, so no locks are needed.
+// run stops. A call refused over capacity is tried again after the server's retry-after-ms hint
+// (with jitter) while its deadline leaves room, as `zaptid get` does. Slots complete on gRPC's
+// threads; each owns its records, so no locks are needed.
 struct Slot {
   idgen::IdGen::Stub* stub = nullptr;
   const LoadOptions* opt = nullptr;
@@ -36,16 +41,27 @@ struct Slot {
   idgen::BatchRequest batch_req;
   idgen::BatchResponse batch_resp;
   Steady::time_point started;
+  std::chrono::system_clock::time_point deadline;
+  std::unique_ptr<grpc::Alarm> alarms[2];  // the retry timer; two, so none is freed while it fires
+  int next_alarm = 0;
   std::vector<uint32_t> latencies_us;
   std::vector<uint64_t> ids;
   std::map<std::string, uint64_t> errors;
   uint64_t ok = 0;
   uint64_t failed = 0;
+  uint64_t refused = 0;
+  uint64_t abandoned = 0;
 
+  // A new logical call: one deadline for it and its retries.
   void start() {
-    ctx = std::make_unique<grpc::ClientContext>();
     started = Steady::now();
-    ctx->set_deadline(std::chrono::system_clock::now() + opt->timeout);
+    deadline = std::chrono::system_clock::now() + opt->timeout;
+    attempt();
+  }
+
+  void attempt() {
+    ctx = std::make_unique<grpc::ClientContext>();
+    ctx->set_deadline(deadline);
     auto cb = [this](grpc::Status s) { finish(s); };
     if (opt->batch) {
       batch_resp.Clear();
@@ -56,10 +72,35 @@ struct Slot {
   }
 
   void finish(const grpc::Status& s) {
+    if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
+      if (const auto hint = client::retry_after(*ctx)) {
+        ++refused;
+        const auto pause = client::with_jitter(*hint);
+        if (run->stop.load(std::memory_order_relaxed)) {
+          ++abandoned;  // the run is over: neither a success nor a failure
+          end(Steady::now());
+          return;
+        }
+        if (std::chrono::system_clock::now() + pause < deadline) {
+          later(pause, [this] { attempt(); });
+          return;
+        }
+        // No room left before the deadline: the call failed, and the next one waits the hint
+        // out instead of asking again at once.
+        record_failure(s, Steady::now(), "14: over capacity until the call's deadline");
+        later(pause, [this] {
+          if (run->stop.load(std::memory_order_relaxed)) {
+            end(Steady::now());
+          } else {
+            start();
+          }
+        });
+        return;
+      }
+    }
     const auto now = Steady::now();
-    latencies_us.push_back(static_cast<uint32_t>(
-        std::min<int64_t>(UINT32_MAX, std::chrono::duration_cast<std::chrono::microseconds>(now - started).count())));
     if (s.ok()) {
+      record_latency(now);
       ++ok;
       if (opt->batch) {
         ids.insert(ids.end(), batch_resp.ids().begin(), batch_resp.ids().end());
@@ -67,13 +108,34 @@ struct Slot {
         ids.push_back(gen_resp.id());
       }
     } else {
-      ++failed;
-      ++errors[std::to_string(static_cast<int>(s.error_code())) + ": " + s.error_message()];
+      record_failure(s, now);
     }
     if (!run->stop.load(std::memory_order_relaxed)) {
       start();
       return;
     }
+    end(now);
+  }
+
+  void record_latency(Steady::time_point now) {
+    latencies_us.push_back(static_cast<uint32_t>(
+        std::min<int64_t>(UINT32_MAX, std::chrono::duration_cast<std::chrono::microseconds>(now - started).count())));
+  }
+
+  void record_failure(const grpc::Status& s, Steady::time_point now, const char* kind = nullptr) {
+    record_latency(now);
+    ++failed;
+    ++errors[kind ? kind : std::to_string(static_cast<int>(s.error_code())) + ": " + s.error_message()];
+  }
+
+  // Runs `then` on a gRPC thread after `pause`.
+  void later(std::chrono::milliseconds pause, std::function<void()> then) {
+    auto& alarm = alarms[next_alarm ^= 1];
+    alarm = std::make_unique<grpc::Alarm>();
+    alarm->Set(std::chrono::system_clock::now() + pause, [then = std::move(then)](bool) { then(); });
+  }
+
+  void end(Steady::time_point now) {
     std::lock_guard lock(run->mu);
     run->last_completion = std::max(run->last_completion, now);
     if (--run->in_flight == 0) run->done.notify_all();
@@ -120,6 +182,8 @@ LoadResult run_load(const LoadOptions& opt) {
   for (auto& slot : slots) {
     r.ok += slot->ok;
     r.failed += slot->failed;
+    r.refused += slot->refused;
+    r.abandoned += slot->abandoned;
     for (const auto& [k, v] : slot->errors) r.errors[k] += v;
     r.latencies_us.insert(r.latencies_us.end(), slot->latencies_us.begin(), slot->latencies_us.end());
     ids.insert(ids.end(), slot->ids.begin(), slot->ids.end());

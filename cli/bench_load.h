@@ -19,13 +19,17 @@ struct LoadOptions {
   std::chrono::milliseconds duration{5000};
   bool batch = false;       ///< GenBatch instead of Gen
   uint32_t batch_size = 1;  ///< IDs per GenBatch call
-  std::chrono::milliseconds timeout{1000};  ///< deadline of each call
+  std::chrono::milliseconds timeout{1000};  ///< deadline of each call, its retries included
 };
 
 struct LoadResult {
   double seconds = 0;           ///< from the first call to the last completion
   uint64_t ok = 0;              ///< calls that returned OK
   uint64_t failed = 0;          ///< calls that did not
+  /// Tries refused over capacity (UNAVAILABLE with a retry-after-ms hint); each was tried again
+  /// after the hint while its deadline allowed, else it counts as failed.
+  uint64_t refused = 0;
+  uint64_t abandoned = 0;       ///< calls refused over capacity when the run ended, not tried again
   std::map<std::string, uint64_t> errors;  ///< "CODE: message" → count
   uint64_t ids = 0;             ///< IDs received
   uint64_t duplicates = 0;      ///< IDs received more than once

@@ -44,6 +44,10 @@ void print_text(const BenchOptions& opt, const LoadResult& r, const Ceiling& c) 
              opt.method, opt.method == "batch" ? fmt::format(" ({} IDs per call)", opt.batch_size) : "",
              opt.connections, opt.concurrency, r.seconds);
   fmt::print("requests  {} ok, {} failed, {:.0f} req/s\n", r.ok, r.failed, rps);
+  if (r.refused > 0) {
+    fmt::print("refused   {} tries over capacity, tried again after the server's hint ({} left at the end)\n",
+               r.refused, r.abandoned);
+  }
   fmt::print("IDs       {}, {:.0f} IDs/s, {:.1f}% of the ceiling ({:.0f} IDs/s: {})\n", r.ids, ips,
              100.0 * ips / c.ids_per_second, c.ids_per_second, c.source);
   fmt::print("latency   p50 {}us  p90 {}us  p99 {}us  p99.9 {}us  max {}us\n", quantile_us(l, 0.5), quantile_us(l, 0.9),
@@ -64,12 +68,14 @@ void print_json(const BenchOptions& opt, const LoadResult& r, const Ceiling& c) 
   }
   fmt::print(
       R"({{"server":"{}","method":"{}","batch_size":{},"connections":{},"concurrency":{},"seconds":{:.3f},)"
-      R"("requests_ok":{},"requests_failed":{},"requests_per_second":{:.1f},"ids":{},"ids_per_second":{:.1f},)"
+      R"("requests_ok":{},"requests_failed":{},"requests_refused":{},"requests_abandoned":{},)"
+      R"("requests_per_second":{:.1f},"ids":{},"ids_per_second":{:.1f},)"
       R"("ceiling_ids_per_second":{:.1f},"ceiling_share":{:.4f},"latency_us":{{"p50":{},"p90":{},"p99":{},)"
       R"("p99.9":{},"max":{}}},"duplicates":{},"zero_ids":{},"errors":{{{}}}}})"
       "\n",
       json_escape(opt.channel.server), opt.method, opt.method == "batch" ? opt.batch_size : 1, opt.connections,
-      opt.concurrency, r.seconds, r.ok, r.failed, rps, r.ids, ips, c.ids_per_second, ips / c.ids_per_second,
+      opt.concurrency, r.seconds, r.ok, r.failed, r.refused, r.abandoned, rps, r.ids, ips, c.ids_per_second,
+      ips / c.ids_per_second,
       quantile_us(l, 0.5), quantile_us(l, 0.9), quantile_us(l, 0.99), quantile_us(l, 0.999), l.empty() ? 0 : l.back(),
       r.duplicates, r.zero_ids, errors);
 }
@@ -93,7 +99,8 @@ void setup_bench(CLI::App& app, Action& action) {
   sub->add_option("--batch-size", opt->batch_size, "IDs per GenBatch call")
       ->check(CLI::Range(uint32_t{1}, uint32_t{16777216}))
       ->capture_default_str();
-  sub->add_option("--timeout", opt->timeout, "Deadline of each call")->capture_default_str();
+  sub->add_option("--timeout", opt->timeout, "Deadline of each call, retries after an over-capacity refusal included")
+      ->capture_default_str();
   sub->add_option("--format", opt->format, "Report format: text or json")
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();

@@ -10,11 +10,12 @@ void setup_compose(CLI::App& app, Action& action) {
   auto* sub = app.add_subcommand("compose", "Build the ID of given parts (the inverse of decode)");
   auto* time = sub->add_option("--time", opt->time, "Time: RFC 3339, Unix milliseconds, or 'now'");
   auto* tick = sub->add_option("--tick", opt->tick, "The raw time field (units since the epoch), as decode prints it")
-                   ->check(decimal_only());
+                   ->transform(decimal_only());
   time->excludes(tick);
-  sub->add_option("--sequence", opt->sequence, "Sequence (default 0, or the largest with --max)")->check(decimal_only());
+  sub->add_option("--sequence", opt->sequence, "Sequence (default 0, or the largest with --max)")
+      ->transform(decimal_only());
   sub->add_option("--machine-id", opt->machine_id, "Machine id (default 0, or the largest with --max)")
-      ->check(decimal_only());
+      ->transform(decimal_only());
   sub->add_flag("--max", opt->max, "Give unset parts their largest value: the last ID of that time");
   add_id_format_option(*sub, opt->format);
   add_layout_options(*sub, opt->layout);

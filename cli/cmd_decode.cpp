@@ -4,10 +4,13 @@
 #include <fmt/ranges.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <iostream>
 #include <map>
 
 #include "core/parse.h"
+#include "std_fds.h"
 
 namespace zaptid::cli {
 void setup_decode(CLI::App& app, Action& action) {
@@ -57,6 +60,57 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
+// Lines of standard input, read with read(2) so that a read error is an error (a stream would
+// report it as a clean end). A line longer than kMaxLine keeps only its first kMaxLine bytes
+// (enough to quote it): a line without end never grows memory.
+class StdinLines {
+ public:
+  static constexpr size_t kMaxLine = 4096;
+
+  /// The next line without its newline; false at the end. `too_long` tells that bytes were cut.
+  /// Throws Fatal(kExitFailure) when standard input cannot be read.
+  bool next(std::string& line, bool& too_long) {
+    line.clear();
+    too_long = false;
+    for (;;) {
+      if (pos_ == end_) {
+        if (eof_) return !line.empty() || too_long;
+        fill();
+        continue;
+      }
+      const char* start = buf_ + pos_;
+      const auto* nl = static_cast<const char*>(std::memchr(start, '\n', end_ - pos_));
+      const size_t n = nl != nullptr ? static_cast<size_t>(nl - start) : end_ - pos_;
+      const size_t room = kMaxLine - line.size();
+      line.append(start, std::min(n, room));
+      if (n > room) too_long = true;
+      pos_ += n;
+      if (nl != nullptr) {
+        ++pos_;
+        return true;
+      }
+    }
+  }
+
+ private:
+  void fill() {
+    pos_ = end_ = 0;
+    for (;;) {
+      const ssize_t n = ::read(STDIN_FILENO, buf_, sizeof buf_);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) throw Fatal(kExitFailure, fmt::format("cannot read standard input: {}", std::strerror(errno)));
+      if (n == 0) eof_ = true;
+      end_ = static_cast<size_t>(n);
+      return;
+    }
+  }
+
+  char buf_[64 * 1024];
+  size_t pos_ = 0;
+  size_t end_ = 0;
+  bool eof_ = false;
+};
+
 }  // namespace
 
 int run_decode(const DecodeOptions& opt) {
@@ -78,9 +132,22 @@ int run_decode(const DecodeOptions& opt) {
   };
   const bool from_stdin = opt.ids.empty() || (opt.ids.size() == 1 && opt.ids[0] == "-");
   if (from_stdin) {
+    // A closed standard input is not an empty one: it is now /dev/null (std_fds.cpp), which
+    // would read as a clean end and hide the mistake.
+    if (stdin_was_closed()) throw Fatal(kExitFailure, "cannot read standard input: it is closed");
     const bool interactive = ::isatty(STDIN_FILENO) != 0;  // answer each typed line at once
+    auto lines = std::make_unique<StdinLines>();
     std::string line;
-    for (uint64_t n = 1; std::getline(std::cin, line) && !out.closed(); ++n) {
+    bool too_long = false;
+    for (uint64_t n = 1; !out.closed() && lines->next(line, too_long); ++n) {
+      if (too_long) {
+        out.flush();
+        std::cerr << "zaptid: line " << n << ": " << quote_input(std::string_view(line).substr(0, kQuoteLimit))
+                  << "... is not an ID: longer than "
+                  << StdinLines::kMaxLine << " bytes" << std::endl;
+        status = kExitBadInput;
+        continue;
+      }
       const auto text = trim(line);
       if (text.empty()) continue;
       decode_one(text, fmt::format("line {}: ", n));

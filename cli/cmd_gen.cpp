@@ -9,7 +9,7 @@ void setup_gen(CLI::App& app, Action& action) {
   auto opt = std::make_shared<GenOptions>();
   auto* sub = app.add_subcommand("gen", "Generate IDs locally, without a server");
   sub->add_option("-n,--count", opt->count, "How many IDs to print, one per line")
-      ->check(decimal_only())
+      ->transform(decimal_only())
       ->check(CLI::Range(uint64_t{1}, UINT64_MAX))
       ->capture_default_str();
   add_id_format_option(*sub, opt->format);

@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "cmd_decode.h"
+#include "core/parse.h"
 #include "idgen.grpc.pb.h"
 #include "server/grpc_log.h"
 
@@ -59,6 +60,9 @@ void setup_get(CLI::App& app, Action& action) {
   sub->add_flag("--decode", opt->decode,
                 "Print each ID's time, sequence and machine id, decoded with the server's layout "
                 "(--format json for JSON)");
+  sub->add_flag("--info", opt->info,
+                "Print the server's Info instead of IDs: version, layout, machine ids, limits (--format json "
+                "for one JSON object)");
   sub->add_option("--timeout", opt->timeout,
                   "Deadline of each call to the server, retries of a call refused as UNAVAILABLE included")
       ->envname("ZAPTID_TIMEOUT")
@@ -152,6 +156,34 @@ Layout layout_from(const idgen::InfoResponse& info) {
   return l;
 }
 
+void print_info(const idgen::InfoResponse& info, bool json) {
+  std::string ids;
+  for (int i = 0; i < info.machine_ids_size(); ++i) ids += fmt::format("{}{}", i ? json ? "," : " " : "", info.machine_ids(i));
+  std::string text;
+  if (json) {
+    text = fmt::format(
+        R"({{"version":"{}","layout":"{}","epoch":"{}","epoch-unix-ms":{},"time-unit-ms":{},"bits-time":{},)"
+        R"("bits-sequence":{},"bits-machine":{},"machine-above-sequence":{},"machine-ids":[{}],"max-batch":{},)"
+        R"("time-exhausted":"{}","time-exhausted-unix-ms":{}}})"
+        "\n",
+        json_escape(info.version()), json_escape(info.layout()), format_timestamp_ms(info.epoch_unix_ms()),
+        info.epoch_unix_ms(), info.time_unit_ms(), info.bits_time(), info.bits_sequence(), info.bits_machine(),
+        info.machine_above_sequence(), ids, info.max_batch(), format_timestamp_ms(info.time_exhausted_unix_ms()),
+        info.time_exhausted_unix_ms());
+  } else {
+    text = fmt::format(
+        "version {}\nlayout {}\nepoch {}\ntime-unit {}ms\nbits {}/{}/{} (time/sequence/machine)\norder {}\n"
+        "machine-ids {}\nmax-batch {}\ntime-exhausted {}\n",
+        info.version(), info.layout(), format_timestamp_ms(info.epoch_unix_ms()), info.time_unit_ms(), info.bits_time(),
+        info.bits_sequence(), info.bits_machine(),
+        info.machine_above_sequence() ? "time, machine, sequence" : "time, sequence, machine", ids, info.max_batch(),
+        format_timestamp_ms(info.time_exhausted_unix_ms()));
+  }
+  Output out;
+  out.buffer() += text;
+  out.flush();
+}
+
 }  // namespace
 
 int run_get(const GetOptions& opt) {
@@ -162,6 +194,13 @@ int run_get(const GetOptions& opt) {
   server::route_grpc_logs(spdlog::level::debug);
   Getter getter(opt, timeout);
 
+  if (opt.info) {
+    if (opt.decode) throw Fatal(kExitUsage, "--info and --decode do not go together");
+    const auto info = getter.info();
+    if (!info) getter.fail("the server has no Info method (a zaptidgen server?)");
+    print_info(*info, opt.format == IdFormat::kJson);
+    return kExitOk;
+  }
   // One ID needs no Info: a single Gen call, exactly what a zaptidgen client does.
   std::optional<idgen::InfoResponse> info;
   if (opt.count > 1 || opt.decode) info = getter.info();

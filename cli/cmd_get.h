@@ -12,6 +12,7 @@ struct GetOptions {
   uint64_t count = 1;
   IdFormat format = IdFormat::kDec;
   bool decode = false;
+  bool info = false;  ///< print the server's Info instead of IDs
   std::string timeout = "1s";
   client::ChannelOptions channel;
 };

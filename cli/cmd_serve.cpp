@@ -4,7 +4,10 @@
 #include <fmt/ranges.h>
 #include <grpcpp/grpcpp.h>
 #include <absl/synchronization/mutex.h>
+#include <grpcpp/resource_quota.h>
 #include <malloc.h>
+
+#include <limits>
 #include <pthread.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -15,6 +18,8 @@
 #include "server/grpc_log.h"
 #include "server/id_service.h"
 #include "server/listen.h"
+#include "serve_limits.h"
+#include "server/metrics_http.h"
 
 namespace zaptid::cli {
 
@@ -62,6 +67,24 @@ void setup_serve(CLI::App& app, Action& action) {
       ->envname("ZAPTID_SHUTDOWN_TIMEOUT")
       ->capture_default_str()
       ->group("Server");
+  sub->add_option("--handshake-timeout", opt->handshake_timeout,
+                  "Closes a connection that has not completed its TLS handshake and sent its HTTP/2 preface "
+                  "within this time")
+      ->envname("ZAPTID_HANDSHAKE_TIMEOUT")
+      ->capture_default_str()
+      ->group("Limits");
+  sub->add_option("--idle-timeout", opt->idle_timeout,
+                  "Closes a connection that has had no call open for this long (0: never); clients reconnect "
+                  "when they next call")
+      ->envname("ZAPTID_IDLE_TIMEOUT")
+      ->capture_default_str()
+      ->group("Limits");
+  sub->add_option("--max-memory", opt->max_memory,
+                  "Memory gRPC may use for connections and calls (e.g. 64MiB, 1GiB); near it, gRPC shrinks "
+                  "read buffers and closes the most demanding connections instead of the server running out")
+      ->envname("ZAPTID_MAX_MEMORY")
+      ->capture_default_str()
+      ->group("Limits");
   sub->add_option("--tls-cert", opt->tls_cert, "Serve TLS with this PEM certificate (chain); needs --tls-key")
       ->envname("ZAPTID_TLS_CERT")
       ->group("TLS");
@@ -70,6 +93,12 @@ void setup_serve(CLI::App& app, Action& action) {
                   "Mutual TLS: refuse clients without a certificate signed by this PEM CA")
       ->envname("ZAPTID_TLS_CLIENT_CA")
       ->group("TLS");
+  sub->add_option("--metrics-listen", opt->metrics_listen,
+                  "Serve HTTP on host:port (repeatable; port 0 picks one): GET /metrics (Prometheus), /healthz, "
+                  "/readyz (503 with the reason while IDs are not issued); default off")
+      ->envname("ZAPTID_METRICS_LISTEN")
+      ->delimiter(',')
+      ->group("Monitoring");
   add_layout_options(*sub, opt->layout);
   add_identity_options(*sub, opt->identity);
   add_etcd_options(*sub, opt->etcd);
@@ -101,7 +130,7 @@ std::optional<IdRange> machine_id_range(const ServeOptions& opt, const Layout& l
   }
   const auto dash = text.find('-');
   if (dash == std::string::npos) return std::nullopt;
-  const std::string what = fmt::format("{} '{}'", source, text);
+  const std::string what = fmt::format("{} {}", source, quote_input(text));
   const auto first = parse_unsigned(std::string_view(text).substr(0, dash), layout.max_machine(), what);
   const auto last = parse_unsigned(std::string_view(text).substr(dash + 1), layout.max_machine(), what);
   if (!first) throw Fatal(kExitUsage, first.message());
@@ -172,6 +201,16 @@ std::shared_ptr<grpc::ServerCredentials> server_credentials(const ServeOptions& 
   return grpc::SslServerCredentials(ssl);
 }
 
+// The largest request any served method accepts, with room to spare: Gen/GenBatch/Info and
+// health requests are a few bytes, reflection requests name one file or symbol.
+constexpr int kMaxRequestBytes = 4096;
+// Below this, gRPC could not hold even a few connections' buffers.
+constexpr uint64_t kMinMemory = uint64_t{4} << 20;
+
+int clamp_ms(std::chrono::milliseconds ms) {
+  return static_cast<int>(std::min<int64_t>(ms.count(), std::numeric_limits<int>::max()));
+}
+
 // Blocks SIGINT and SIGTERM in this thread and every thread started after, so that only the
 // sigwait() below receives them.
 sigset_t block_stop_signals() {
@@ -199,11 +238,35 @@ int run_serve(const ServeOptions& opt) {
   const Layout layout = resolve_layout(opt.layout);
   const auto shutdown_timeout = duration_ms(opt.shutdown_timeout, "--shutdown-timeout");
   const auto max_clock_wait = duration_ms(opt.identity.max_clock_wait, "--max-clock-wait");
+  const auto handshake_timeout = duration_ms(opt.handshake_timeout, "--handshake-timeout");
+  const auto idle_timeout = duration_ms(opt.idle_timeout, "--idle-timeout");
+  const uint64_t max_memory = take(parse_bytes(opt.max_memory, uint64_t{1} << 40, "--max-memory"), kExitUsage);
+  if (handshake_timeout.count() <= 0) throw Fatal(kExitUsage, "--handshake-timeout must be more than 0");
+  if (max_memory < kMinMemory) {
+    throw Fatal(kExitUsage, fmt::format("--max-memory {} is too small (at least 4MiB)", opt.max_memory));
+  }
   if (opt.listen.empty()) throw Fatal(kExitUsage, "--listen needs at least one address");
   for (const auto& addr : opt.listen) {
     if (auto st = server::check_listen_address(addr); !st) throw Fatal(kExitUsage, st.message());
   }
+  for (const auto& addr : opt.metrics_listen) {
+    if (auto st = server::MetricsHttp::check_address(addr); !st) throw Fatal(kExitUsage, st.message());
+  }
   auto creds = server_credentials(opt);
+  // What gRPC binds: unix: sockets under a private name first, moved onto their path once bound.
+  std::vector<std::string> bind_to = opt.listen;
+  std::vector<server::UnixSocket> unix_sockets;
+  for (auto& addr : bind_to) {
+    const std::string path = server::unix_path(addr);
+    if (path.empty()) continue;
+    unix_sockets.push_back(take(server::prepare_unix_socket(path), kExitFailure));
+    addr = "unix:" + unix_sockets.back().temp;
+  }
+  const auto remove_unix_sockets = [&unix_sockets] {
+    for (const auto& u : unix_sockets) server::remove_unix_socket(u);
+  };
+  const uint64_t max_fds = raise_descriptor_limit();
+  arm_accept_guard();
   SystemClock clock;
   Lanes lanes = open_lanes(opt, layout, clock);
 
@@ -219,8 +282,15 @@ int run_serve(const ServeOptions& opt) {
   grpc::ServerBuilder builder;
   // Two servers must never share a port: SO_REUSEPORT would let a second one bind silently.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  std::vector<int> ports(opt.listen.size(), 0);
-  for (size_t i = 0; i < opt.listen.size(); ++i) builder.AddListeningPort(opt.listen[i], creds, &ports[i]);
+  // Limits (docs/ARCHITECTURE.md, "Limits"): the largest valid request is a few dozen bytes.
+  builder.SetMaxReceiveMessageSize(kMaxRequestBytes);
+  builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, clamp_ms(handshake_timeout));
+  if (idle_timeout.count() > 0) builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, clamp_ms(idle_timeout));
+  grpc::ResourceQuota quota("zaptid");
+  quota.Resize(static_cast<size_t>(max_memory));
+  builder.SetResourceQuota(quota);
+  std::vector<int> ports(bind_to.size(), 0);
+  for (size_t i = 0; i < bind_to.size(); ++i) builder.AddListeningPort(bind_to[i], creds, &ports[i]);
   service->add_to(builder, {opt.threads, opt.max_streams});
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   std::vector<std::string> bound;
@@ -228,22 +298,50 @@ int run_serve(const ServeOptions& opt) {
     if (ports[i] == 0) break;
     bound.push_back(server::with_port(opt.listen[i], ports[i]));
   }
-  if (!server || bound.size() != opt.listen.size()) {
+  std::string placing_failed;
+  for (auto& u : unix_sockets) {
+    if (!server || bound.size() != opt.listen.size() || !placing_failed.empty()) break;
+    if (auto st = server::place_unix_socket(u); !st) placing_failed = st.message();
+  }
+  if (!server || bound.size() != opt.listen.size() || !placing_failed.empty()) {
     if (server) service->shutdown(*server, std::chrono::system_clock::now());
+    remove_unix_sockets();
     lanes.release();
-    throw Fatal(kExitFailure, server::listen_failure(opt.listen));
+    throw Fatal(kExitFailure, placing_failed.empty() ? server::listen_failure(opt.listen) : placing_failed);
   }
   server::route_grpc_logs(spdlog::level::warn);
   service->start();
+  // Gives back what a spike of connections or calls left free (one arena never shrinks by itself).
+  start_memory_trimmer(std::chrono::seconds(2), uint64_t{4} << 20);
+
+  std::unique_ptr<server::MetricsHttp> metrics;
+  if (!opt.metrics_listen.empty()) {
+    server::MetricsHttpOptions mo;
+    mo.addresses = opt.metrics_listen;
+    mo.metrics = [s = service.get()] { return s->metrics_text(); };
+    mo.not_ready = [s = service.get()] { return s->not_ready_reason(); };
+    mo.log = [](const std::string& line) { spdlog::warn("metrics http: {}", line); };
+    auto started = server::MetricsHttp::start(std::move(mo));
+    if (!started) {
+      service->shutdown(*server, std::chrono::system_clock::now());
+      remove_unix_sockets();
+      lanes.release();
+      throw Fatal(kExitFailure, started.message());
+    }
+    metrics = std::move(*started);
+  }
 
   const auto ids = service->machine_ids();
   // logfmt: a value with spaces is quoted, so every key=value stays machine-readable.
   const std::string source = lanes.source.find(' ') == std::string::npos ? lanes.source : '"' + lanes.source + '"';
   spdlog::info(
-      "zaptid {} serving listen={} {} machine-id={} source={} lanes={} max-batch={} threads={} max-streams={} tls={}",
+      "zaptid {} serving listen={} {} machine-id={} source={} lanes={} max-batch={} threads={} max-streams={} tls={} "
+      "handshake-timeout={} idle-timeout={} max-memory={} max-fds={} metrics={}",
       kVersion, fmt::join(bound, ","), describe_layout(layout), fmt::join(ids, ","), source, ids.size(),
       service->max_batch(), opt.threads, opt.max_streams,
-      opt.tls_cert.empty() ? "off" : (opt.tls_client_ca.empty() ? "on" : "mutual"));
+      opt.tls_cert.empty() ? "off" : (opt.tls_client_ca.empty() ? "on" : "mutual"), opt.handshake_timeout,
+      opt.idle_timeout, opt.max_memory, max_fds,
+      metrics ? fmt::format("{}", fmt::join(metrics->bound(), ",")) : std::string("off"));
 
   int signal = 0;
   sigwait(&stop_signals, &signal);
@@ -253,6 +351,8 @@ int run_serve(const ServeOptions& opt) {
   // waiter keeps finishing them meanwhile), then cancels the rest.
   service->shutdown(*server, std::chrono::system_clock::now() + shutdown_timeout);
   server->Wait();
+  metrics.reset();  // /readyz said 503 "shutting down" while calls drained
+  remove_unix_sockets();
   lanes.release();
   spdlog::info("stopped; machine id {} released", fmt::join(ids, ","));
   return kExitOk;

@@ -22,9 +22,13 @@ struct ServeOptions {
   uint32_t threads = 1;    ///< completion queues, one thread each
   uint32_t max_streams = 32;  ///< HTTP/2 concurrent streams per connection
   std::string shutdown_timeout = "5s";
+  std::string handshake_timeout = "10s";  ///< connections that send no HTTP/2 preface (or TLS) are closed then
+  std::string idle_timeout = "5m";        ///< connections with no call for this long are closed; 0: never
+  std::string max_memory = "64MiB";       ///< gRPC's memory budget (grpc::ResourceQuota)
   std::string tls_cert;
   std::string tls_key;
   std::string tls_client_ca;
+  std::vector<std::string> metrics_listen;  ///< HTTP /metrics, /healthz, /readyz; none: off
   LayoutOptions layout;
   IdentityOptions identity;
   EtcdOptions etcd;

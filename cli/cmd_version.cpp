@@ -1,6 +1,6 @@
 #include "cmd_version.h"
 
-#include <iostream>
+#include <fmt/format.h>
 
 #include "core/version.h"
 
@@ -11,7 +11,9 @@ void setup_version(CLI::App& app, Action& action) {
   sub->footer("Example: zaptid version   # the same as zaptid --version");
   sub->callback([&action] {
     action = [] {
-      std::cout << "zaptid " << kVersion << '\n';
+      Output out;  // a write error fails the command (Output throws)
+      fmt::format_to(std::back_inserter(out.buffer()), "zaptid {}\n", kVersion);
+      out.flush();
       return kExitOk;
     };
   });

@@ -30,15 +30,19 @@ void add_layout_options(CLI::App& app, LayoutOptions& opt) {
       ->capture_default_str()
       ->group(group);
   app.add_option("--epoch", opt.epoch, "Override the epoch: RFC 3339 or Unix milliseconds")
+      ->check(not_empty())
       ->envname("ZAPTID_EPOCH")
       ->group(group);
   app.add_option("--time-unit", opt.time_unit, "Override the time unit, at least 1ms (e.g. 10ms)")
+      ->check(not_empty())
       ->envname("ZAPTID_TIME_UNIT")
       ->group(group);
   app.add_option("--bits-sequence", opt.bits_sequence, "Override the sequence bits (1-31)")
+      ->transform(decimal_only())
       ->envname("ZAPTID_BITS_SEQUENCE")
       ->group(group);
   app.add_option("--bits-machine", opt.bits_machine, "Override the machine id bits (0-31)")
+      ->transform(decimal_only())
       ->envname("ZAPTID_BITS_MACHINE")
       ->group(group);
 }
@@ -49,7 +53,7 @@ Layout resolve_layout(const LayoutOptions& opt) {
   if (!opt.time_unit.empty()) {
     const auto unit = take(parse_duration(opt.time_unit, "--time-unit"), kExitUsage);
     if (unit.count() % 1000 != 0) {
-      throw Fatal(kExitUsage, fmt::format("--time-unit '{}' must be a whole number of milliseconds", opt.time_unit));
+      throw Fatal(kExitUsage, fmt::format("--time-unit {} must be a whole number of milliseconds", quote_input(opt.time_unit)));
     }
     o.unit_ms = unit.count() / 1000;
   }
@@ -72,6 +76,7 @@ void add_identity_options(CLI::App& app, IdentityOptions& opt) {
                  "Folder for this user's record of the IDs issued; default $XDG_STATE_HOME/zaptid, else "
                  "~/.local/state/zaptid, else /var/lib/zaptid. (The host's record, shared by every user, is in "
                  "/var/tmp/zaptid, or ZAPTID_HOST_DIR)")
+      ->check(not_empty())
       ->envname("ZAPTID_STATE_DIR")
       ->group(group);
   app.add_option("--max-clock-wait", opt.max_clock_wait,
@@ -139,7 +144,7 @@ CLI::Validator names_only(const std::map<std::string, int>& names) {
   return CLI::Validator(
       [names, list](std::string& text) {
         const auto it = names.find(text);
-        if (it == names.end()) return fmt::format("'{}' is not one of {}", text, list);
+        if (it == names.end()) return fmt::format("{} is not one of {}", quote_input(text), list);
         text = std::to_string(it->second);
         return std::string();
       },
@@ -167,11 +172,24 @@ std::string json_escape(std::string_view text) {
   return out;
 }
 
+const CLI::Validator& not_empty() {
+  static const CLI::Validator check(
+      [](std::string& text) {
+        return text.empty() ? std::string("an empty value is not allowed (leave the option out for its default)")
+                            : std::string();
+      },
+      "", "not empty");
+  return check;
+}
+
 const CLI::Validator& decimal_only() {
   static const CLI::Validator check(
       [](std::string& text) {
         auto v = parse_unsigned(text, UINT64_MAX, "value");
-        return v ? std::string() : v.message();
+        if (!v) return v.message();
+        // CLI11 converts with base 0: "010" would be eight. Hand it the number in plain decimal.
+        text = std::to_string(*v);
+        return std::string();
       },
       "", "decimal");
   return check;

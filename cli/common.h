@@ -86,9 +86,13 @@ std::chrono::milliseconds duration_ms(const std::string& text, std::string_view 
 /// (not CLI::CheckedTransformer's numbers); help and errors show only the names.
 CLI::Validator names_only(const std::map<std::string, int>& names);
 
-/// A CLI11 check for unsigned options: only plain decimal digits (CLI11 itself turns "-1" into
-/// 2^64-1 and "0x10" into 16 for a uint64_t option).
+/// A CLI11 transform for integer options: only plain decimal digits, handed on as a plain decimal
+/// number (CLI11 itself turns "-1" into 2^64-1, "0x10" into 16 and "010" into 8). Use with
+/// transform(), not check(): a check cannot change the text.
 const CLI::Validator& decimal_only();
+
+/// A CLI11 check that refuses an empty value: `--epoch ''` is a mistake, not the default.
+const CLI::Validator& not_empty();
 
 /// `text` escaped for the inside of a JSON string (quotes, backslashes, control characters).
 std::string json_escape(std::string_view text);

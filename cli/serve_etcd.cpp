@@ -77,7 +77,7 @@ std::string host_name() {
 std::chrono::seconds lease_ttl(const std::string& text) {
   const auto d = take(parse_duration(text, "--lease-ttl"), kExitUsage);
   if (d.count() % 1'000'000 != 0 || d < std::chrono::seconds(2)) {
-    throw Fatal(kExitUsage, fmt::format("--lease-ttl '{}' must be whole seconds, at least 2s (etcd's minimum)", text));
+    throw Fatal(kExitUsage, fmt::format("--lease-ttl {} must be whole seconds, at least 2s (etcd's minimum)", quote_input(text)));
   }
   return std::chrono::duration_cast<std::chrono::seconds>(d);
 }

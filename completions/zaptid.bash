@@ -45,10 +45,10 @@ _zaptid()
         decode) opts="--help --format $layout_opts $log_opts" ;;
         compose) opts="--help --time --tick --sequence --machine-id --max --format $layout_opts $log_opts" ;;
         serve)
-            opts="--help --listen --lanes --max-batch --threads --max-streams --shutdown-timeout --tls-cert --tls-key --tls-client-ca
+            opts="--help --listen --lanes --max-batch --threads --max-streams --metrics-listen --shutdown-timeout --handshake-timeout --idle-timeout --max-memory --tls-cert --tls-key --tls-client-ca
                 $identity_opts $layout_opts $etcd_opts $log_opts"
             ;;
-        get) opts="--help -s --server -n --count --timeout --format --decode $tls_client_opts $log_opts" ;;
+        get) opts="--help -s --server -n --count --timeout --format --decode --info $tls_client_opts $log_opts" ;;
         bench)
             opts="--help -s --server -c --connections -m --concurrency -d --duration --method --batch-size
                 --timeout --format $tls_client_opts $log_opts"

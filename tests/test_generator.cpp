@@ -166,6 +166,27 @@ TEST_CASE("generator::reserve") {
   }
 }
 
+TEST_CASE("generator::ready_at_next forecasts reserve() without reserving") {
+  FakeClock clock(ms(kVectorMs + 3));  // 3 ms into tick kT
+  auto g = make(options(clock));
+  const Nanos tick_start = ms(kVectorMs);
+  SUBCASE("idle: the block would start at the current tick") {
+    CHECK(g->ready_at_next(256) == tick_start);             // one tick's sequence
+    CHECK(g->ready_at_next(257) == tick_start + ms(10));    // spills into the next tick
+    CHECK(g->ready_at_next(2560) == tick_start + ms(90));   // ten ticks: ready at the tenth's start
+    CHECK_FALSE(g->last_reserved().has_value());            // nothing was reserved
+  }
+  SUBCASE("behind reservations: the block would follow them, as reserve() then gives") {
+    auto first = g->reserve(2560);
+    REQUIRE(first.ok());
+    const Nanos forecast = g->ready_at_next(256);
+    CHECK(forecast == tick_start + ms(100));
+    auto second = g->reserve(256);
+    REQUIRE(second.ok());
+    CHECK(g->ready_at(*second) == forecast);
+  }
+}
+
 TEST_CASE("generator::create") {
   FakeClock clock(ms(kVectorMs));
   SUBCASE("a machine id that does not fit") {

@@ -8,10 +8,14 @@
 using namespace std::chrono_literals;
 using zaptid::format_duration_ms;
 using zaptid::format_timestamp_ms;
+using zaptid::parse_bytes;
 using zaptid::parse_duration;
 using zaptid::parse_id;
 using zaptid::parse_timestamp_ms;
 using zaptid::parse_unsigned;
+using zaptid::escape_control;
+using zaptid::kFirstMsPastYear9999;
+using zaptid::quote_input;
 
 namespace {
 
@@ -74,6 +78,21 @@ TEST_CASE("parse::parse_id") {
       CAPTURE(text);
       CHECK(parse_id(text).message() == "'" + text + "' is not an ID: expected a decimal number or 0x-prefixed hex");
     }
+  }
+}
+
+TEST_CASE("parse::parse_bytes") {
+  CHECK(*parse_bytes("4096", UINT64_MAX, "--max-memory") == 4096);
+  CHECK(*parse_bytes("0", UINT64_MAX, "--max-memory") == 0);
+  CHECK(*parse_bytes("512KiB", UINT64_MAX, "--max-memory") == 512u << 10);
+  CHECK(*parse_bytes("64MiB", UINT64_MAX, "--max-memory") == 64u << 20);
+  CHECK(*parse_bytes("2GiB", UINT64_MAX, "--max-memory") == uint64_t{2} << 30);
+  CHECK(parse_bytes("3GiB", uint64_t{2} << 30, "--max-memory").message() ==
+        "--max-memory '3GiB' is too large (at most 2147483648 bytes)");
+  for (const std::string text : {"", "MiB", "64M", "64mib", "1.5GiB", "-1", "64 MiB", "0x10"}) {
+    CAPTURE(text);
+    CHECK(parse_bytes(text, UINT64_MAX, "--max-memory").message() ==
+          "--max-memory '" + text + "' is not a size (examples: 4096, 512KiB, 64MiB, 1GiB)");
   }
 }
 
@@ -186,4 +205,42 @@ TEST_CASE("parse::format_duration_ms") {
   CHECK(format_duration_ms(1000) == "1.000s");
   CHECK(format_duration_ms(1500) == "1.500s");
   CHECK(format_duration_ms(61001) == "61.001s");
+}
+
+TEST_CASE("parse::format_timestamp_ms past year 9999") {
+  // RFC 3339 has four-digit years; from 10000-01-01 on the Unix milliseconds are printed instead,
+  // which parse_timestamp_ms reads back (decode's timestamp is always valid compose --time).
+  CHECK(format_timestamp_ms(kFirstMsPastYear9999 - 1) == "9999-12-31T23:59:59.999Z");
+  CHECK(format_timestamp_ms(kFirstMsPastYear9999) == "253402300800000");
+  CHECK(format_timestamp_ms(INT64_MAX) == "9223372036854775807");
+  for (const int64_t ms : {kFirstMsPastYear9999 - 1, kFirstMsPastYear9999, int64_t{4611686018427387903}, INT64_MAX}) {
+    CAPTURE(ms);
+    CHECK(timestamp(format_timestamp_ms(ms)) == ms);
+  }
+}
+
+TEST_CASE("parse::quote_input") {
+  CHECK(quote_input("abc") == "'abc'");
+  CHECK(quote_input("") == "''");
+  SUBCASE("control bytes, quotes, backslashes and bytes past ASCII are escaped") {
+    CHECK(quote_input(std::string_view("a\nb\tc\rd\x01\x7f\0", 10)) == "'a\\nb\\tc\\rd\\x01\\x7f\\x00'");
+    CHECK(quote_input("it's a\\b") == "'it\\'s a\\\\b'");
+    CHECK(quote_input("\xc3\xa9") == "'\\xc3\\xa9'");
+  }
+  SUBCASE("at most 64 bytes, then the length") {
+    CHECK(quote_input(std::string(64, 'x')) == "'" + std::string(64, 'x') + "'");
+    CHECK(quote_input(std::string(65, 'x')) == "'" + std::string(64, 'x') + "'... (65 bytes)");
+    CHECK(quote_input(std::string(100000, '\n')).size() == 2 + 64 * 2 + std::string_view("... (100000 bytes)").size());
+  }
+  SUBCASE("every parser quotes with it") {
+    const std::string bad = "1\n" + std::string(100, '2');
+    const std::string quoted = quote_input(bad);
+    CHECK(parse_id(bad).message() == quoted + " is not an ID: expected a decimal number or 0x-prefixed hex");
+    CHECK(parse_unsigned(bad, 9, "--count").message() == "--count " + quoted + " is not a non-negative integer");
+    CHECK(parse_duration(bad, "--timeout").message() ==
+          "--timeout " + quoted + " is not a duration (examples: 500ms, 1s, 1.5s, 2m)");
+    CHECK(parse_timestamp_ms(bad, "--epoch").message() ==
+          "--epoch " + quoted + " is not a time: expected RFC 3339 (2014-09-01T00:00:00Z) or Unix milliseconds");
+  }
+  CHECK(escape_control("a\nb'c\\\xc3\xa9") == "a\\nb'c\\\xc3\xa9");
 }

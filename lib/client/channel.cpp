@@ -10,9 +10,11 @@
 #include <grpcpp/support/channel_arguments.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <vector>
 
@@ -51,12 +53,12 @@ struct HostPort {
 Result<HostPort> split_host_port(std::string_view entry) {
   if (!entry.empty() && entry.front() == '[') {
     const auto close = entry.find("]:");
-    if (close == std::string_view::npos) return invalid(fmt::format("--server entry '{}' is not [host]:port", entry));
+    if (close == std::string_view::npos) return invalid(fmt::format("--server entry {} is not [host]:port", quote_input(entry)));
     return HostPort{std::string(entry.substr(1, close - 1)), std::string(entry.substr(close + 2))};
   }
   const auto colon = entry.rfind(':');
   if (colon == std::string_view::npos || colon == 0 || colon + 1 == entry.size()) {
-    return invalid(fmt::format("--server entry '{}' is not host:port", entry));
+    return invalid(fmt::format("--server entry {} is not host:port", quote_input(entry)));
   }
   return HostPort{std::string(entry.substr(0, colon)), std::string(entry.substr(colon + 1))};
 }
@@ -124,7 +126,7 @@ Result<std::string> target_for(const std::string& server) {
     auto addr = resolve(hp);
     if (!addr) return addr.error();
     if (family != AF_UNSPEC && family != addr->first) {
-      return invalid(fmt::format("--server '{}' mixes IPv4 and IPv6 addresses; list one family", server));
+      return invalid(fmt::format("--server {} mixes IPv4 and IPv6 addresses; list one family", quote_input(server)));
     }
     family = addr->first;
     if (!addresses.empty()) addresses += ',';
@@ -203,6 +205,22 @@ std::string describe(const grpc::Status& status, std::chrono::milliseconds timeo
   std::string message = status.error_message();
   if (message.empty()) message = "the call failed";
   return fmt::format("{} ({})", message, name);
+}
+
+std::optional<std::chrono::milliseconds> retry_after(const grpc::ClientContext& ctx) {
+  const auto& trailers = ctx.GetServerTrailingMetadata();
+  const auto it = trailers.find(grpc::string_ref(kRetryAfterKey.data(), kRetryAfterKey.size()));
+  if (it == trailers.end()) return std::nullopt;
+  uint64_t ms = 0;
+  const auto [end, ec] = std::from_chars(it->second.data(), it->second.data() + it->second.size(), ms);
+  if (ec != std::errc() || end != it->second.data() + it->second.size()) return std::nullopt;
+  return std::chrono::milliseconds(std::clamp<uint64_t>(ms, 1, 60'000));
+}
+
+std::chrono::milliseconds with_jitter(std::chrono::milliseconds base) {
+  thread_local std::minstd_rand rng(std::random_device{}());
+  std::uniform_int_distribution<int64_t> extra(0, std::max<int64_t>(base.count() / 2, 1));
+  return base + std::chrono::milliseconds(extra(rng));
 }
 
 }  // namespace zaptid::client

@@ -59,12 +59,26 @@ Result<std::string> read_pem(const std::string& path, std::string_view option);
 /// "failed to connect to all addresses (UNAVAILABLE)".
 std::string describe(const grpc::Status& status, std::chrono::milliseconds timeout);
 
+/// The trailing metadata key of a call the server refused over capacity: how many milliseconds
+/// to wait before trying again (server::kRetryAfterKey on the server's side).
+inline constexpr std::string_view kRetryAfterKey = "retry-after-ms";
+
+/// The server's retry-after-ms hint on a finished call, if it sent one (a call refused over
+/// capacity), clamped to 1 ms .. 60 s.
+std::optional<std::chrono::milliseconds> retry_after(const grpc::ClientContext& ctx);
+
+/// `base` plus a random 0–50% on top, so that clients refused together do not all come back
+/// in the same instant. Thread-safe.
+std::chrono::milliseconds with_jitter(std::chrono::milliseconds base);
+
 /// Runs `attempt(grpc::ClientContext&)` (which makes one call and returns its status) with a
-/// fresh context whose deadline is `deadline`, and again after a short back-off (20 ms doubling
-/// to 200 ms) while it fails UNAVAILABLE and the deadline leaves room. On top of the channel's
-/// own retries this outlasts a balanced target whose healthy servers are still connecting.
-/// Returns the last status, except that a deadline hit after an UNAVAILABLE answer returns that
-/// answer: its message says why ("Connection refused", the server's reason), the deadline does not.
+/// fresh context whose deadline is `deadline`, and again while it fails UNAVAILABLE and the
+/// deadline leaves room: after the server's retry-after-ms hint when it refused the call over
+/// capacity, otherwise after a short back-off (20 ms doubling to 200 ms), both with jitter. On
+/// top of the channel's own retries this outlasts a balanced target whose healthy servers are
+/// still connecting, and a server at its ceiling. Returns the last status, except that a
+/// deadline hit after an UNAVAILABLE answer returns that answer: its message says why
+/// ("Connection refused", the server's reason), the deadline does not.
 template <typename Attempt>
 grpc::Status call_with_retries(std::chrono::system_clock::time_point deadline, Attempt&& attempt) {
   auto backoff = std::chrono::milliseconds(20);
@@ -75,10 +89,12 @@ grpc::Status call_with_retries(std::chrono::system_clock::time_point deadline, A
     grpc::Status st = attempt(ctx);
     if (st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED && unavailable) return *unavailable;
     if (st.error_code() != grpc::StatusCode::UNAVAILABLE) return st;
-    if (std::chrono::system_clock::now() + backoff >= deadline) return st;
+    const auto hint = retry_after(ctx);
+    const auto pause = with_jitter(hint ? *hint : backoff);
+    if (std::chrono::system_clock::now() + pause >= deadline) return st;
     unavailable = st;
-    std::this_thread::sleep_for(backoff);
-    backoff = std::min(backoff * 2, std::chrono::milliseconds(200));
+    std::this_thread::sleep_for(pause);
+    if (!hint) backoff = std::min(backoff * 2, std::chrono::milliseconds(200));
   }
 }
 

@@ -123,6 +123,14 @@ Nanos Generator::ready_at(const Block& block) const {
   return Nanos(epoch_ns_ + static_cast<int64_t>((block.last() >> seq_bits_) * unit_ns_));
 }
 
+Nanos Generator::ready_at_next(uint64_t count) const {
+  const Nanos now = opt_.clock->now();
+  const int64_t since_epoch = now.count() - epoch_ns_;
+  const uint64_t tick = since_epoch <= 0 ? 0 : static_cast<uint64_t>(since_epoch) / unit_ns_;
+  const Cursor first = std::max(next_.load(std::memory_order_relaxed), tick << seq_bits_);
+  return ready_at(Block{first, std::max<uint64_t>(count, 1)});
+}
+
 bool Generator::is_ready(const Block& block) const {
   return block.ready || (block.last() >> seq_bits_) <= seen_tick_.load(std::memory_order_relaxed) ||
          opt_.clock->now() >= ready_at(block);

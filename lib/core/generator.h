@@ -80,6 +80,10 @@ class Generator {
   /// The wall-clock time at which every ID of `block` may be handed out: the start of its last
   /// tick. The block may be ready earlier when the clock showed that tick and then stepped back.
   Nanos ready_at(const Block& block) const;
+  /// A forecast: the ready_at() of the block reserve(count) would return now (from the next
+  /// free cursor, or the current tick when the generator is idle). Reserves nothing; a hint,
+  /// since other threads reserve meanwhile. Reads the clock.
+  Nanos ready_at_next(uint64_t count) const;
   /// True when the clock has shown the tick of the block's last cursor (now or before).
   bool is_ready(const Block& block) const;
   /// Sleeps (through the clock) until `block` is ready. Fails, and the block's IDs are then

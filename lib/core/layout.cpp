@@ -73,7 +73,7 @@ Result<Layout> make_layout(std::string_view preset, const LayoutOverrides& o, st
     if (p.name == preset) base = &p.layout;
   }
   if (base == nullptr) {
-    return invalid(fmt::format("unknown layout '{}' (known: {})", preset, fmt::join(layout_preset_names(), ", ")));
+    return invalid(fmt::format("unknown layout {} (known: {})", quote_input(preset), fmt::join(layout_preset_names(), ", ")));
   }
   Layout l = *base;
   const bool custom = o.epoch_ms || o.unit_ms || o.bits_sequence || o.bits_machine;

@@ -15,7 +15,8 @@ namespace {
 
 Result<MachineIdChoice> explicit_id(const std::string& text, std::string source, const Layout& layout) {
   const auto does_not_fit = [&] {
-    return invalid(fmt::format("{} {} does not fit the layout's {} machine bits (0 to {})", source, text,
+    return invalid(fmt::format("{} {} does not fit the layout's {} machine bits (0 to {})", source,
+                               text.size() <= 20 ? text : quote_input(text),
                                layout.bits_machine, layout.max_machine()));
   };
   auto id = parse_unsigned(text, UINT64_MAX, source);

@@ -94,7 +94,44 @@ std::optional<int64_t> parse_rfc3339(std::string_view t) {
   return secs * 1000 + ms;
 }
 
+void escape_byte(std::string& out, unsigned char c, bool quoted) {
+  switch (c) {
+    case '\n': out += "\\n"; return;
+    case '\t': out += "\\t"; return;
+    case '\r': out += "\\r"; return;
+    case '\\':
+      out += quoted ? "\\\\" : "\\";
+      return;
+    case '\'':
+      out += quoted ? "\\'" : "'";
+      return;
+    default:
+      break;
+  }
+  if (c < 0x20 || c == 0x7f || (quoted && c >= 0x80)) {
+    fmt::format_to(std::back_inserter(out), "\\x{:02x}", c);
+  } else {
+    out.push_back(static_cast<char>(c));
+  }
+}
+
 }  // namespace
+
+std::string quote_input(std::string_view text) {
+  std::string out = "'";
+  const std::string_view shown = text.substr(0, kQuoteLimit);
+  for (char c : shown) escape_byte(out, static_cast<unsigned char>(c), true);
+  out.push_back('\'');
+  if (shown.size() < text.size()) fmt::format_to(std::back_inserter(out), "... ({} bytes)", text.size());
+  return out;
+}
+
+std::string escape_control(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) escape_byte(out, static_cast<unsigned char>(c), false);
+  return out;
+}
 
 Result<uint64_t> parse_unsigned(std::string_view text, uint64_t max, std::string_view what) {
   uint64_t v = 0;
@@ -102,9 +139,9 @@ Result<uint64_t> parse_unsigned(std::string_view text, uint64_t max, std::string
   const auto [ptr, ec] = std::from_chars(text.data(), end, v);
   if (text.empty() || !all_digits(text) || ec != std::errc() || ptr != end) {
     if (ec == std::errc::result_out_of_range) {
-      return invalid(fmt::format("{} '{}' is out of range (at most {})", what, text, max));
+      return invalid(fmt::format("{} {} is out of range (at most {})", what, quote_input(text), max));
     }
-    return invalid(fmt::format("{} '{}' is not a non-negative integer", what, text));
+    return invalid(fmt::format("{} {} is not a non-negative integer", what, quote_input(text)));
   }
   if (v > max) return invalid(fmt::format("{} {} is out of range (at most {})", what, v, max));
   return v;
@@ -123,17 +160,17 @@ Result<uint64_t> parse_id(std::string_view text) {
   // Trailing junk is checked first: on overflow from_chars still stops at the first non-digit.
   if (digits.empty() || ptr != end || digits[0] == '+' || digits[0] == '-' ||
       (ec != std::errc() && ec != std::errc::result_out_of_range)) {
-    return invalid(fmt::format("'{}' is not an ID: expected a decimal number or 0x-prefixed hex", text));
+    return invalid(fmt::format("{} is not an ID: expected a decimal number or 0x-prefixed hex", quote_input(text)));
   }
   if (ec == std::errc::result_out_of_range) {
-    return invalid(fmt::format("'{}' is not an ID: larger than 64 bits", text));
+    return invalid(fmt::format("{} is not an ID: larger than 64 bits", quote_input(text)));
   }
   return v;
 }
 
 Result<std::chrono::microseconds> parse_duration(std::string_view text, std::string_view what) {
   const auto bad = [&] {
-    return invalid(fmt::format("{} '{}' is not a duration (examples: 500ms, 1s, 1.5s, 2m)", what, text));
+    return invalid(fmt::format("{} {} is not a duration (examples: 500ms, 1s, 1.5s, 2m)", what, quote_input(text)));
   };
   if (text == "0") return std::chrono::microseconds(0);
   size_t p = 0;
@@ -151,8 +188,25 @@ Result<std::chrono::microseconds> parse_duration(std::string_view text, std::str
   const auto [ptr, ec] = std::from_chars(number.data(), number.data() + number.size(), v);
   if (number.empty() || ec != std::errc() || ptr != number.data() + number.size() || v < 0) return bad();
   const double us = v * scale;
-  if (us > 1e15) return invalid(fmt::format("{} '{}' is too long", what, text));
+  if (us > 1e15) return invalid(fmt::format("{} {} is too long", what, quote_input(text)));
   return std::chrono::microseconds(static_cast<int64_t>(us + 0.5));
+}
+
+Result<uint64_t> parse_bytes(std::string_view text, uint64_t max, std::string_view what) {
+  size_t p = 0;
+  while (p < text.size() && text[p] >= '0' && text[p] <= '9') ++p;
+  const std::string_view unit = text.substr(p);
+  uint64_t scale = 0;
+  if (unit.empty()) scale = 1;
+  else if (unit == "KiB") scale = uint64_t{1} << 10;
+  else if (unit == "MiB") scale = uint64_t{1} << 20;
+  else if (unit == "GiB") scale = uint64_t{1} << 30;
+  if (p == 0 || scale == 0) {
+    return invalid(fmt::format("{} '{}' is not a size (examples: 4096, 512KiB, 64MiB, 1GiB)", what, text));
+  }
+  auto n = parse_unsigned(text.substr(0, p), max / scale, what);
+  if (!n) return invalid(fmt::format("{} '{}' is too large (at most {} bytes)", what, text, max));
+  return *n * scale;
 }
 
 Result<int64_t> parse_timestamp_ms(std::string_view text, std::string_view what) {
@@ -162,11 +216,14 @@ Result<int64_t> parse_timestamp_ms(std::string_view text, std::string_view what)
     return static_cast<int64_t>(*v);
   }
   if (auto ms = parse_rfc3339(text)) return *ms;
-  return invalid(fmt::format("{} '{}' is not a time: expected RFC 3339 (2014-09-01T00:00:00Z) or Unix milliseconds",
-                             what, text));
+  return invalid(fmt::format("{} {} is not a time: expected RFC 3339 (2014-09-01T00:00:00Z) or Unix milliseconds",
+                             what, quote_input(text)));
 }
 
 std::string format_timestamp_ms(int64_t unix_ms) {
+  // RFC 3339 has four-digit years: from 10000-01-01 on, the Unix milliseconds themselves, which
+  // parse_timestamp_ms() (and so compose --time) reads back just as well.
+  if (unix_ms >= kFirstMsPastYear9999) return fmt::format("{}", unix_ms);
   // civil_from_days, the inverse of days_from_civil.
   int64_t days = unix_ms >= 0 ? unix_ms / 86400000 : -((-unix_ms + 86399999) / 86400000);
   const int64_t rem = unix_ms - days * 86400000;

@@ -4,6 +4,7 @@
 
 #include <fstream>
 #include <sstream>
+#include "core/parse.h"
 
 namespace zaptid::etcd {
 
@@ -11,7 +12,7 @@ namespace {
 
 Result<std::string> read_pem(const std::string& path, std::string_view option) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return invalid(fmt::format("{}: cannot read '{}'", option, path));
+  if (!in) return invalid(fmt::format("{}: cannot read {}", option, quote_input(path)));
   std::ostringstream s;
   s << in.rdbuf();
   return s.str();
@@ -38,7 +39,7 @@ Result<std::vector<std::string>> parse_endpoints(std::string_view text) {
     if (item.empty()) continue;
     const auto colon = item.rfind(':');
     if (colon == std::string_view::npos || colon + 1 == item.size()) {
-      return invalid(fmt::format("--etcd-endpoints: '{}' is not host:port", item));
+      return invalid(fmt::format("--etcd-endpoints: {} is not host:port", quote_input(item)));
     }
     out.emplace_back(item);
   }

@@ -14,10 +14,10 @@ Result<IdRange> parse_id_range(std::string_view text, uint64_t max_id, std::stri
   const auto first_text = text.substr(0, dash);
   const auto last_text = dash == std::string_view::npos ? first_text : text.substr(dash + 1);
   auto first = parse_unsigned(first_text, max_id, what);
-  if (!first) return invalid(fmt::format("{} '{}' must be A-B with 0 <= A <= B <= {}", what, text, max_id));
+  if (!first) return invalid(fmt::format("{} {} must be A-B with 0 <= A <= B <= {}", what, quote_input(text), max_id));
   auto last = parse_unsigned(last_text, max_id, what);
   if (!last || *last < *first) {
-    return invalid(fmt::format("{} '{}' must be A-B with 0 <= A <= B <= {}", what, text, max_id));
+    return invalid(fmt::format("{} {} must be A-B with 0 <= A <= B <= {}", what, quote_input(text), max_id));
   }
   return IdRange{*first, *last};
 }
@@ -80,15 +80,15 @@ Result<Holder> parse_holder(std::string_view text) {
       h.addresses = value;
     } else if (name == "pid") {
       auto n = parse_unsigned(value, std::numeric_limits<int32_t>::max(), "pid");
-      if (!n) return invalid(fmt::format("holder record has a bad pid '{}'", value));
+      if (!n) return invalid(fmt::format("holder record has a bad pid {}", quote_input(value)));
       h.pid = static_cast<int64_t>(*n);
     } else if (name == "started") {
       auto t = parse_timestamp_ms(value, "started");
-      if (!t) return invalid(fmt::format("holder record has a bad start time '{}'", value));
+      if (!t) return invalid(fmt::format("holder record has a bad start time {}", quote_input(value)));
       h.started_ms = *t;
     } else if (name == "high_water") {
       auto n = parse_unsigned(value, std::numeric_limits<uint64_t>::max(), "high_water");
-      if (!n) return invalid(fmt::format("holder record has a bad high_water '{}'", value));
+      if (!n) return invalid(fmt::format("holder record has a bad high_water {}", quote_input(value)));
       h.high_water = *n;
     }
   }
@@ -106,7 +106,7 @@ std::string describe_holder(uint64_t id, const Holder& h) {
 Result<Cursor> parse_high_water(std::string_view text, std::string_view key) {
   while (!text.empty() && (text.back() == '\n' || text.back() == ' ' || text.back() == '\r')) text.remove_suffix(1);
   auto n = parse_unsigned(text, std::numeric_limits<uint64_t>::max(), key);
-  if (!n) return Error{ErrorKind::kCorrupt, fmt::format("{} holds '{}', not a cursor (a decimal number)", key, text)};
+  if (!n) return Error{ErrorKind::kCorrupt, fmt::format("{} holds {}, not a cursor (a decimal number)", key, quote_input(text))};
   return *n;
 }
 

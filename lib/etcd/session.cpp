@@ -307,8 +307,10 @@ void Session::reclaim() {
         if (!ids.empty()) ids += ',';
         ids += std::to_string(c.id);  // appended, not "," + string: g++ 12 -O3 warns falsely (-Wrestrict)
       }
-      spdlog::info("claimed machine id {} again under etcd lease {:x}", ids, lease_.load());
+      // The new generators are in place before the line says so: whoever waits for it (an
+      // operator, tests/cli/test_cluster.py) then never meets the old lease's generators.
       if (events_.on_reclaimed) events_.on_reclaimed(now);
+      spdlog::info("claimed machine id {} again under etcd lease {:x}", ids, lease_.load());
       confirmed_until_.store(t0 + ttl_ms_.load());
       cv_.notify_all();
       return;

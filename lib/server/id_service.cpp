@@ -1,6 +1,7 @@
 #include "server/id_service.h"
 
 #include <fmt/format.h>
+#include <grpc/grpc.h>
 #include <grpcpp/alarm.h>
 #include <grpcpp/grpcpp.h>
 #include <pthread.h>
@@ -139,26 +140,42 @@ class Queue final : public Tag {
   void post(const Pending& p, Outcome outcome) {
     std::lock_guard lock(inbox_mu_);
     inbox_.emplace_back(p, outcome);
-    if (armed_) return;
-    armed_ = true;
-    alarm_.Set(cq.get(), gpr_inf_past(GPR_CLOCK_MONOTONIC), static_cast<Tag*>(this));
+    arm();
+  }
+  /// Has this queue's thread run `job` soon (a call the worker reserved for is finished here,
+  /// never on the worker: gRPC's writes and the call's deletion then happen on one thread, and
+  /// the inbox's mutex is the hand-off ThreadSanitizer can see). Any thread, as post().
+  void run_soon(std::function<void()> job) {
+    std::lock_guard lock(inbox_mu_);
+    jobs_.push_back(std::move(job));
+    arm();
   }
 
   // The alarm fired (or was cancelled at shutdown): finish what was posted.
   void proceed(bool /*ok*/) override {
     std::vector<std::pair<Pending, Outcome>> batch;
+    std::vector<std::function<void()>> jobs;
     {
       std::lock_guard lock(inbox_mu_);
       batch.swap(inbox_);
+      jobs.swap(jobs_);
       armed_ = false;
     }
     for (auto& [p, outcome] : batch) finish_(p, outcome);
+    for (auto& job : jobs) job();
   }
 
  private:
+  void arm() {  // under inbox_mu_
+    if (armed_) return;
+    armed_ = true;
+    alarm_.Set(cq.get(), gpr_inf_past(GPR_CLOCK_MONOTONIC), static_cast<Tag*>(this));
+  }
+
   Finisher finish_;
   std::mutex inbox_mu_;
   std::vector<std::pair<Pending, Outcome>> inbox_;
+  std::vector<std::function<void()>> jobs_;
   bool armed_ = false;
   grpc::Alarm alarm_;
 };
@@ -167,7 +184,8 @@ struct Services {
   explicit Services(Reflection r) : answers(std::move(r)) {}
   idgen::IdGen::AsyncService idgen;
   health::Health::AsyncService health;
-  reflection::ServerReflection::AsyncService reflection;
+  // Raw: ReflectionCall parses the requests itself, to answer INVALID_ARGUMENT to bad ones.
+  reflection::ServerReflection::WithRawMethod_ServerReflectionInfo<reflection::ServerReflection::Service> reflection;
   const Reflection answers;
 };
 
@@ -189,6 +207,8 @@ class UnaryCall : public Tag {
     }
     live_.matched();
     service_.request<Derived>(queue_);
+    started_ = std::chrono::steady_clock::now();
+    service_.metrics().started(Derived::kMethod);
     static_cast<Derived*>(this)->handle();
   }
 
@@ -198,6 +218,7 @@ class UnaryCall : public Tag {
 
   void finish(const grpc::Status& status) {
     finishing_ = true;
+    service_.metrics().handled(Derived::kMethod, status.error_code(), std::chrono::steady_clock::now() - started_);
     if (status.ok()) {
       writer_.Finish(response_, status, static_cast<Tag*>(this));
     } else {
@@ -212,6 +233,7 @@ class UnaryCall : public Tag {
   Response response_;
   grpc::ServerAsyncResponseWriter<Response> writer_{&ctx_};
   bool finishing_ = false;
+  std::chrono::steady_clock::time_point started_;
   Live live_;
 };
 
@@ -221,10 +243,18 @@ class IssueCall {
  public:
   virtual void deliver(const Generator& generator, const Block& block) = 0;
   virtual void fail(const grpc::Status& status) = 0;
+  /// Fails with UNAVAILABLE over capacity: `message`, and the trailing metadata retry-after-ms.
+  virtual void refuse(const std::string& message, std::chrono::milliseconds retry_after) = 0;
   virtual std::chrono::system_clock::time_point deadline() const = 0;
+  /// The connection the call came on (the key of its fair share).
+  virtual std::string peer() const = 0;
   virtual const char* name() const = 0;
   /// The queue whose thread serves this call.
   virtual Queue& queue() = 0;
+
+  /// The IDs admission counted for this call against its peer's share, until it is settled.
+  uint64_t admitted = 0;
+  std::string admitted_peer;
 
  protected:
   ~IssueCall() = default;
@@ -236,8 +266,16 @@ namespace {
 template <class Derived, class Request, class Response>
 class UnaryIssueCall : public UnaryCall<Derived, Request, Response>, public IssueCall {
  public:
-  void fail(const grpc::Status& status) override { this->finish(status); }
+  void fail(const grpc::Status& status) override {
+    this->service_.settle(*this);
+    this->finish(status);
+  }
+  void refuse(const std::string& message, std::chrono::milliseconds retry_after) override {
+    this->ctx_.AddTrailingMetadata(std::string(kRetryAfterKey), std::to_string(retry_after.count()));
+    fail(unavailable_status(message));
+  }
   std::chrono::system_clock::time_point deadline() const override { return this->ctx_.deadline(); }
+  std::string peer() const override { return this->ctx_.peer(); }
   Queue& queue() override { return this->queue_; }
 
  protected:
@@ -247,12 +285,14 @@ class UnaryIssueCall : public UnaryCall<Derived, Request, Response>, public Issu
 
 class GenCall final : public UnaryIssueCall<GenCall, idgen::IdRequest, idgen::IdResponse> {
  public:
+  static constexpr Method kMethod = Method::kGen;
   GenCall(IdService& service, Queue& queue) : UnaryIssueCall(service, queue) {
     service.services().idgen.RequestGen(&ctx_, &request_, &writer_, queue.cq.get(), queue.cq.get(),
                                         static_cast<Tag*>(this));
   }
   void handle() { service_.issue(*this, 1); }
   void deliver(const Generator& generator, const Block& block) override {
+    service_.settle(*this);
     response_.set_id(generator.id_at(block.first));
     finish(grpc::Status::OK);
   }
@@ -261,6 +301,7 @@ class GenCall final : public UnaryIssueCall<GenCall, idgen::IdRequest, idgen::Id
 
 class BatchCall final : public UnaryIssueCall<BatchCall, idgen::BatchRequest, idgen::BatchResponse> {
  public:
+  static constexpr Method kMethod = Method::kGenBatch;
   BatchCall(IdService& service, Queue& queue) : UnaryIssueCall(service, queue) {
     service.services().idgen.RequestGenBatch(&ctx_, &request_, &writer_, queue.cq.get(), queue.cq.get(),
                                              static_cast<Tag*>(this));
@@ -276,6 +317,7 @@ class BatchCall final : public UnaryIssueCall<BatchCall, idgen::BatchRequest, id
     service_.issue(*this, count);
   }
   void deliver(const Generator& generator, const Block& block) override {
+    service_.settle(*this);
     auto* ids = response_.mutable_ids();
     ids->Resize(static_cast<int>(block.count), 0);
     generator.write_ids(block, ids->mutable_data());
@@ -286,6 +328,7 @@ class BatchCall final : public UnaryIssueCall<BatchCall, idgen::BatchRequest, id
 
 class InfoCall final : public UnaryCall<InfoCall, idgen::InfoRequest, idgen::InfoResponse> {
  public:
+  static constexpr Method kMethod = Method::kInfo;
   InfoCall(IdService& service, Queue& queue) : UnaryCall(service, queue) {
     service.services().idgen.RequestInfo(&ctx_, &request_, &writer_, queue.cq.get(), queue.cq.get(),
                                          static_cast<Tag*>(this));
@@ -298,6 +341,7 @@ class InfoCall final : public UnaryCall<InfoCall, idgen::InfoRequest, idgen::Inf
 
 class CheckCall final : public UnaryCall<CheckCall, health::HealthCheckRequest, health::HealthCheckResponse> {
  public:
+  static constexpr Method kMethod = Method::kHealthCheck;
   CheckCall(IdService& service, Queue& queue) : UnaryCall(service, queue) {
     service.services().health.RequestCheck(&ctx_, &request_, &writer_, queue.cq.get(), queue.cq.get(),
                                            static_cast<Tag*>(this));
@@ -305,7 +349,7 @@ class CheckCall final : public UnaryCall<CheckCall, health::HealthCheckRequest, 
   void handle() {
     const int status = service_.health_status(request_.service());
     if (status == health::HealthCheckResponse::SERVICE_UNKNOWN) {
-      finish({grpc::StatusCode::NOT_FOUND, fmt::format("unknown service '{}'", request_.service())});
+      finish({grpc::StatusCode::NOT_FOUND, fmt::format("unknown service {}", quote_input(request_.service()))});
       return;
     }
     response_.set_status(static_cast<health::HealthCheckResponse::ServingStatus>(status));
@@ -333,9 +377,24 @@ class ReflectionCall final : public Tag {
           finish();
           return;
         }
-        response_ = service_.services().answers.answer(request_);
+        // Parsed here rather than by gRPC, which would end the call like a client's half-close
+        // (status OK, no answer) when the bytes are not a request.
+        if (!grpc::SerializationTraits<reflection::ServerReflectionRequest>::Deserialize(&request_bytes_, &request_)
+                 .ok()) {
+          state_ = State::kFinishing;
+          stream_.Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                      "the request is not a grpc.reflection.v1alpha.ServerReflectionRequest"),
+                         static_cast<Tag*>(this));
+          return;
+        }
+        {
+          bool own = false;
+          response_bytes_.Clear();  // the serializer wants an empty buffer; the last Write copied it
+          const auto response = service_.services().answers.answer(request_);
+          grpc::SerializationTraits<reflection::ServerReflectionResponse>::Serialize(response, &response_bytes_, &own);
+        }
         state_ = State::kWriting;
-        stream_.Write(response_, static_cast<Tag*>(this));
+        stream_.Write(response_bytes_, static_cast<Tag*>(this));
         return;
       case State::kWriting:
         if (ok) {
@@ -354,7 +413,7 @@ class ReflectionCall final : public Tag {
   enum class State { kRequested, kReading, kWriting, kFinishing };
   void read() {
     state_ = State::kReading;
-    stream_.Read(&request_, static_cast<Tag*>(this));
+    stream_.Read(&request_bytes_, static_cast<Tag*>(this));
   }
   void finish() {
     state_ = State::kFinishing;
@@ -364,10 +423,10 @@ class ReflectionCall final : public Tag {
   IdService& service_;
   Queue& queue_;
   grpc::ServerContext ctx_;
-  grpc::ServerAsyncReaderWriter<reflection::ServerReflectionResponse, reflection::ServerReflectionRequest> stream_{
-      &ctx_};
+  grpc::ServerAsyncReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer> stream_{&ctx_};
+  grpc::ByteBuffer request_bytes_;
+  grpc::ByteBuffer response_bytes_;
   reflection::ServerReflectionRequest request_;
-  reflection::ServerReflectionResponse response_;
   State state_ = State::kRequested;
   Live live_;
 };
@@ -481,6 +540,14 @@ class WatchCall final : public Tag {
   Live live_;
 };
 
+// Why Generator::reserve() failed, for the refusal counters: its own unavailable errors are
+// about the clock (and say so first); the rest come from the reserver (a record, etcd).
+Refusal refusal_of(const Error& e) {
+  if (e.kind == ErrorKind::kExhausted) return Refusal::kTimeExhausted;
+  if (e.kind == ErrorKind::kUnavailable && e.message.rfind("the clock ", 0) == 0) return Refusal::kClockBehind;
+  return Refusal::kUnavailable;
+}
+
 grpc::Status to_grpc_status(const Error& e) {
   switch (e.kind) {
     case ErrorKind::kUnavailable:
@@ -528,10 +595,18 @@ IdService::IdService(ServiceOptions options, uint32_t max_batch, Reflection answ
     : opt_(std::move(options)),
       layout_(opt_.lanes.front()->layout()),
       max_batch_(max_batch),
+      metrics_(opt_.lanes.size()),
       lanes_(opt_.lanes.size()),
+      promised_(opt_.lanes.size()),
       keep_(opt_.lanes),
       services_(std::make_unique<Services>(std::move(answers))),
       worker_(std::make_unique<Worker>()),
+      admission_(AdmissionOptions{
+          .ids_per_second = layout_.ceiling_per_second() * static_cast<double>(opt_.lanes.size()),
+          // At least two of the largest batches, so that a connection alone keeps its pipeline full.
+          .window = std::max<Nanos>(std::chrono::milliseconds(500),
+                                    std::chrono::duration_cast<Nanos>(std::chrono::duration<double>(
+                                        2.0 * max_batch / layout_.ceiling_per_second())))}),
       waiter_(*opt_.clock, [](Pending& p, Outcome o) { p.call->queue().post(p, o); }) {
   for (size_t i = 0; i < opt_.lanes.size(); ++i) lanes_[i].store(opt_.lanes[i].get(), std::memory_order_release);
 }
@@ -620,7 +695,19 @@ void IdService::shutdown(grpc::Server& server, std::chrono::system_clock::time_p
     // Let the watchers' last words reach their clients before the connections close.
     unwatched_.wait_until(lock, deadline, [this] { return watchers_.empty(); });
   }
+  // Server::Shutdown(deadline) waits for every connection to close, and a client with no call
+  // open has no reason to close its own: one idle connection would hold a stop until the deadline.
+  // So: stop accepting and send GOAWAY, wait only for the calls in flight, then close what is left.
+  grpc_completion_queue* notified = grpc_completion_queue_create_for_pluck(nullptr);
+  int tag = 0;
+  grpc_server_shutdown_and_notify(server.c_server(), notified, &tag);
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::system_clock::now());
+  if (drain(std::max(left, std::chrono::milliseconds(0)))) grpc_server_cancel_all_calls(server.c_server());
   server.Shutdown(deadline);
+  // Server::Shutdown() returned, so gRPC has posted our notification too.
+  grpc_completion_queue_pluck(notified, &tag, gpr_inf_future(GPR_CLOCK_REALTIME), nullptr);
+  grpc_completion_queue_shutdown(notified);
+  grpc_completion_queue_destroy(notified);
   stop_waiting();
   close_queues();
 }
@@ -699,6 +786,46 @@ void IdService::fill_info(idgen::InfoResponse& response) const {
   response.set_time_exhausted_unix_ms(layout_.exhausted_at_ms());
 }
 
+std::string IdService::not_ready_reason() const {
+  if (shutting_down_.load(std::memory_order_acquire)) return "the server is shutting down";
+  if (available()) return "";
+  std::lock_guard lock(mu_);
+  return reason_.empty() ? "unavailable" : reason_;
+}
+
+std::string IdService::metrics_text() const {
+  std::string out;
+  out.reserve(16 << 10);
+  metrics_.write_calls(out);
+  metrics_.write_lanes(out, [this](size_t i) { return lanes_[i].load(std::memory_order_acquire)->machine_id(); });
+
+  const Nanos now = opt_.clock->now();
+  write_family(out, "zaptid_newest_id_ahead_seconds", "gauge",
+               "How far the tick of the newest ID reserved is ahead of the clock (negative: behind; it grows "
+               "when calls outrun the ceiling or the clock stepped back).");
+  for (size_t i = 0; i < lanes_.size(); ++i) {
+    const Generator* g = lanes_[i].load(std::memory_order_acquire);
+    const auto last = g->last_reserved();
+    if (!last) continue;
+    const double ahead = std::chrono::duration<double>(g->ready_at(Block{*last, 1}) - now).count();
+    write_sample(out, "zaptid_newest_id_ahead_seconds", fmt::format("machine_id=\"{}\"", g->machine_id()), ahead);
+  }
+  write_family(out, "zaptid_lane_ceiling_ids_per_second", "gauge", "The most IDs one lane (machine id) can issue per second.");
+  write_sample(out, "zaptid_lane_ceiling_ids_per_second", "", layout_.ceiling_per_second());
+  write_family(out, "zaptid_time_left_seconds", "gauge", "Seconds until the layout's time field runs out.");
+  const double now_ms = std::chrono::duration<double, std::milli>(now).count();
+  write_sample(out, "zaptid_time_left_seconds", "", (static_cast<double>(layout_.exhausted_at_ms()) - now_ms) / 1000);
+  write_family(out, "zaptid_ready", "gauge", "1 while the server would issue IDs (lease confirmed, not shutting down).");
+  write_sample(out, "zaptid_ready", "", static_cast<uint64_t>(not_ready_reason().empty() ? 1 : 0));
+  write_family(out, "zaptid_build_info", "gauge", "The version and the layout of this server; always 1.");
+  write_sample(out, "zaptid_build_info",
+               fmt::format("version=\"{}\",layout=\"{}\",layout_key=\"{}\"", escape_label(kVersion),
+                           escape_label(layout_.name), escape_label(layout_.key())),
+               uint64_t{1});
+  write_process_metrics(out);
+  return out;
+}
+
 void IdService::issue(IssueCall& call, uint64_t count) {
   if (!available_.load(std::memory_order_acquire)) {
     std::string reason;
@@ -706,6 +833,7 @@ void IdService::issue(IssueCall& call, uint64_t count) {
       std::lock_guard lock(mu_);
       reason = reason_;
     }
+    metrics_.refused(0, Refusal::kUnavailable);
     call.fail(unavailable_status(std::move(reason)));
     return;
   }
@@ -713,60 +841,90 @@ void IdService::issue(IssueCall& call, uint64_t count) {
   Generator* gen = lanes_[lane].load(std::memory_order_acquire);
   const Nanos now = opt_.clock->now();
 
-  // Over capacity, reservations run ahead of the clock. Refuse a call whose IDs could not be
-  // ready before its deadline rather than reserve IDs nobody will receive and push every later
-  // caller further back; UNAVAILABLE lets a balanced client try another server.
+  // Over capacity, reservations run ahead of the clock. Admit only a call whose IDs will be ready
+  // before its deadline with a margin, and only within its connection's share, rather than
+  // reserve IDs nobody will receive and push every later caller further back; UNAVAILABLE lets
+  // a client back off (retry-after-ms) or try another server.
   const auto to_deadline = std::chrono::duration_cast<Nanos>(call.deadline() - std::chrono::system_clock::now());
-  const Nanos max_wait = std::clamp<Nanos>(to_deadline, Nanos(0), opt_.max_queue_wait);
-  if (auto last = gen->last_reserved()) {
-    const Block probe{*last + 1, count};
-    const Nanos wait = gen->ready_at(probe) - now;
-    if (wait > max_wait) {
-      call.fail(unavailable_status(fmt::format(
-          "over capacity: IDs would be ready in {}, after the call's deadline; the layout issues at most {:.0f} IDs/s "
-          "per machine id",
-          format_duration_ms(std::chrono::duration_cast<std::chrono::milliseconds>(wait).count()),
-          layout_.ceiling_per_second())));
-      return;
-    }
+  const Nanos budget = std::min<Nanos>(to_deadline, opt_.max_queue_wait);
+  // Admitted calls the worker has not reserved for yet (a new high-water being recorded) count
+  // as reserved: otherwise every call arriving meanwhile would see the old cursor.
+  std::atomic<uint64_t>& promised = promised_[lane];
+  const Nanos wait =
+      std::max(Nanos(0), gen->ready_at_next(promised.load(std::memory_order_acquire) + count) - now);
+  std::string peer = call.peer();
+  const Verdict verdict = admission_.admit(peer, count, wait, budget);
+  if (!verdict.admitted) {
+    metrics_.refused(lane, Refusal::kOverCapacity);
+    call.refuse(fmt::format("{}; the layout issues at most {:.0f} IDs/s per machine id; retry in {} ms",
+                            verdict.reason, layout_.ceiling_per_second(), verdict.retry_after.count()),
+                verdict.retry_after);
+    return;
   }
+  call.admitted = count;
+  call.admitted_peer = std::move(peer);
+  promised.fetch_add(count, std::memory_order_acq_rel);
 
   if (gen->needs_reservation(count)) {
     // Once per reserve-ahead window: record the new high-water on the worker thread.
-    if (!worker_->post([this, &call, gen, count] { reserve(call, *gen, count); })) {
+    if (!worker_->post([this, &call, gen, lane, count, &promised] {
+          reserve(call, *gen, lane, count, /*on_worker=*/true);
+          promised.fetch_sub(count, std::memory_order_acq_rel);
+        })) {
+      promised.fetch_sub(count, std::memory_order_acq_rel);
+      metrics_.refused(lane, Refusal::kShuttingDown);
       call.fail(unavailable_status("the server is shutting down"));
     }
     return;
   }
-  reserve(call, *gen, count);
+  reserve(call, *gen, lane, count, /*on_worker=*/false);
+  promised.fetch_sub(count, std::memory_order_acq_rel);
 }
 
-void IdService::reserve(IssueCall& call, Generator& gen, uint64_t count) {
+void IdService::settle(IssueCall& call) {
+  if (call.admitted == 0) return;
+  admission_.release(call.admitted_peer, call.admitted);
+  call.admitted = 0;
+}
+
+void IdService::reserve(IssueCall& call, Generator& gen, size_t lane, uint64_t count, bool on_worker) {
   const Nanos now = opt_.clock->now();
   auto block = gen.reserve(count);
   if (!block) {
     spdlog::debug("reserve({}) on machine id {} failed: {}", count, gen.machine_id(), block.message());
-    call.fail(to_grpc_status(block.error()));
+    metrics_.refused(lane, refusal_of(block.error()));
+    if (on_worker) {
+      call.queue().run_soon([&call, status = to_grpc_status(block.error())] { call.fail(status); });
+    } else {
+      call.fail(to_grpc_status(block.error()));
+    }
     return;
   }
   Pending p;
   p.call = &call;
   p.generator = &gen;
+  p.lane = lane;
   p.block = *block;
   p.ready_at = gen.ready_at(*block);
   if (p.ready_at <= now || gen.is_ready(*block)) {
-    finish(p, Outcome::kReady);
+    if (on_worker) {
+      call.queue().post(p, Outcome::kReady);
+    } else {
+      finish(p, Outcome::kReady);
+    }
     return;
   }
   const auto wait = std::chrono::duration_cast<std::chrono::steady_clock::duration>(p.ready_at - now);
   p.give_up = std::chrono::steady_clock::now() + wait + opt_.max_clock_wait;
   spdlog::debug("{} of {} on machine id {} waits {}us for its tick", call.name(), count, gen.machine_id(),
                 std::chrono::duration_cast<std::chrono::microseconds>(wait).count());
+  metrics_.waited(lane, p.ready_at - now);
   waiter_.add(p);
 }
 
 void IdService::finish(Pending& p, Outcome outcome) {
   if (outcome == Outcome::kStopping) {
+    metrics_.refused(p.lane, Refusal::kShuttingDown);
     p.call->fail(unavailable_status("the server is shutting down"));
     return;
   }
@@ -775,11 +933,13 @@ void IdService::finish(Pending& p, Outcome outcome) {
     return;
   }
   if (outcome == Outcome::kGaveUp || !p.generator->is_ready(p.block)) {
+    metrics_.refused(p.lane, Refusal::kClockBehind);
     p.call->fail(
         unavailable_status(fmt::format("the clock stepped back more than {} while the call waited for its IDs",
                                        format_duration_ms(opt_.max_clock_wait.count()))));
     return;
   }
+  metrics_.issued(p.lane, p.block.count);
   p.call->deliver(*p.generator, p.block);
 }
 

@@ -15,6 +15,8 @@
 #include "core/generator.h"
 #include "core/result.h"
 #include "idgen.pb.h"
+#include "server/admission.h"
+#include "server/metrics.h"
 #include "server/waiter.h"
 
 namespace grpc {
@@ -33,6 +35,10 @@ inline constexpr uint32_t kMaxBatchLimit = 400'000;
 /// between 1 and 100,000. A full batch is then ready well inside a client's 1 s deadline, even
 /// behind other callers.
 uint32_t default_max_batch(const Layout& layout);
+
+/// The trailing metadata of a call refused over capacity: how many milliseconds the client
+/// should wait before it tries again (decimal).
+inline constexpr std::string_view kRetryAfterKey = "retry-after-ms";
 
 struct ServiceOptions {
   /// The generators, one per lane, all with the same layout and clock. Shared so that a lane
@@ -68,7 +74,10 @@ struct ServingOptions {
 /// gRPC's asynchronous completion-queue API. Each queue has one thread that both polls the
 /// sockets and runs the handlers, so a request is read, answered and written on one thread with
 /// no hand-off (gRPC's callback and sync servers move every call between threads, which costs
-/// more than the call itself). Gen and GenBatch reserve IDs without blocking; a call whose IDs
+/// more than the call itself). Gen and GenBatch first pass admission (server/admission.h: IDs
+/// ready before the deadline with a margin, the connection within its fair share; otherwise
+/// UNAVAILABLE "over capacity" at once, with a retry-after-ms hint, before any ID is reserved),
+/// then reserve IDs without blocking; a call whose IDs
 /// lie in a tick the clock has not reached yet is finished by the waiter thread. Requests go
 /// round-robin over the lanes. Every failure is an explicit status: UNAVAILABLE (clock behind,
 /// time exhausted, unavailable, over capacity), INVALID_ARGUMENT (bad count), INTERNAL (state
@@ -113,12 +122,21 @@ class IdService {
   const Layout& layout() const { return layout_; }
   uint32_t max_batch() const { return max_batch_; }
 
+  Metrics& metrics() { return metrics_; }
+  /// The whole /metrics page: calls, lanes, layout, clock, build and process, in the Prometheus
+  /// text format. Any thread.
+  std::string metrics_text() const;
+  /// Why Gen would not issue IDs now ("" when it would): unavailable, or shutting down.
+  std::string not_ready_reason() const;
+
   /// Finishes every waiting call with UNAVAILABLE ("the server is shutting down") and stops the
   /// waiter thread; later calls that must wait get the same. Part of shutdown(). Idempotent.
   void stop_waiting();
 
   // For the call objects in id_service.cpp.
   void issue(IssueCall& call, uint64_t count);
+  /// Gives an admitted call's IDs back to its peer's share (it is delivered or failed). Idempotent.
+  void settle(IssueCall& call);
   void fill_info(idgen::InfoResponse& response) const;
   /// Health of `service` ("" is the whole server): SERVING, NOT_SERVING, or SERVICE_UNKNOWN.
   int health_status(const std::string& service) const;
@@ -137,8 +155,9 @@ class IdService {
  private:
   IdService(ServiceOptions options, uint32_t max_batch, class Reflection answers);
   void finish(Pending& p, Outcome outcome);
-  /// Reserves the call's IDs on `generator` and finishes it now or through the waiter.
-  void reserve(IssueCall& call, Generator& generator, uint64_t count);
+  /// Reserves the call's IDs on `generator` (lane `lane`) and finishes it now (through its
+  /// queue's thread when `on_worker`) or through the waiter.
+  void reserve(IssueCall& call, Generator& generator, size_t lane, uint64_t count, bool on_worker);
   void publish_health();  // under mu_
   /// Shuts every queue down and drains it (joining its thread), once no call is open. Idempotent.
   void close_queues();
@@ -148,7 +167,9 @@ class IdService {
   ServiceOptions opt_;
   Layout layout_;
   uint32_t max_batch_;
+  Metrics metrics_;
   std::vector<std::atomic<Generator*>> lanes_;
+  std::vector<std::atomic<uint64_t>> promised_;  // per lane: IDs admitted, not reserved yet
   std::atomic<uint64_t> next_lane_{0};
   std::atomic<bool> available_{true};
   mutable std::mutex mu_;  // guards reason_, keep_, watchers_; taken to set shutting_down_
@@ -162,6 +183,7 @@ class IdService {
   std::vector<std::unique_ptr<Queue>> queues_;
   std::atomic<int64_t> live_calls_{0};
   bool started_ = false;
+  Admission admission_;
   Waiter waiter_;
 };
 

@@ -2,6 +2,7 @@
 
 #include <netdb.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -22,7 +23,7 @@ struct HostPort {
 
 Result<HostPort> split(const std::string& address) {
   const auto bad = [&] {
-    return invalid(fmt::format("--listen '{}' is not host:port, [::]:port or unix:/path", address));
+    return invalid(fmt::format("--listen {} is not host:port, [::]:port or unix:/path", quote_input(address)));
   };
   std::string_view a = address;
   size_t colon = 0;
@@ -39,14 +40,15 @@ Result<HostPort> split(const std::string& address) {
   }
   const std::string port(a.substr(colon + 1));
   if (port.empty()) return bad();
-  if (auto p = parse_unsigned(port, 65535, fmt::format("--listen '{}' port", address)); !p) return p.error();
+  if (auto p = parse_unsigned(port, 65535, fmt::format("--listen {} port", quote_input(address))); !p) return p.error();
   return HostPort{host, port};
 }
 
 // Why binding `address` fails right now; empty if it would succeed.
 std::string bind_error(const std::string& address) {
   if (address.rfind("unix:", 0) == 0) {
-    const std::string path = address.substr(5);
+    // Where zaptid binds before moving the socket onto its path (see prepare_unix_socket()).
+    const std::string path = fmt::format("{}.{}.new", unix_path(address), ::getpid());
     sockaddr_un sun{};
     sun.sun_family = AF_UNIX;
     if (path.size() >= sizeof sun.sun_path) return "the socket path is too long";
@@ -56,7 +58,6 @@ std::string bind_error(const std::string& address) {
     std::string err;
     if (::bind(fd, reinterpret_cast<const sockaddr*>(&sun), sizeof sun) != 0) {
       err = std::strerror(errno);
-      if (errno == EADDRINUSE) err += " (remove the stale socket file if no server uses it)";
     } else {
       ::unlink(path.c_str());
     }
@@ -88,11 +89,76 @@ std::string bind_error(const std::string& address) {
 
 Status check_listen_address(const std::string& address) {
   if (address.rfind("unix:", 0) == 0) {
-    if (address.size() == 5) return invalid(fmt::format("--listen '{}' has no socket path", address));
+    if (address.size() == 5) return invalid(fmt::format("--listen {} has no socket path", quote_input(address)));
     return Ok{};
   }
   if (auto hp = split(address); !hp) return hp.error();
   return Ok{};
+}
+
+std::string unix_path(const std::string& address) {
+  if (address.rfind("unix://", 0) == 0) return address.substr(7);
+  if (address.rfind("unix:", 0) == 0) return address.substr(5);
+  return {};
+}
+
+Result<UnixSocket> prepare_unix_socket(const std::string& path) {
+  UnixSocket s;
+  s.path = path;
+  s.temp = fmt::format("{}.{}.new", path, ::getpid());
+  sockaddr_un sun{};
+  if (s.temp.size() >= sizeof sun.sun_path) {
+    return invalid(fmt::format("cannot listen on unix:{}: the socket path is too long", path));
+  }
+  ::unlink(s.temp.c_str());  // ours by name: this process id's, left by a crash of an earlier one
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return s;
+    return Error{ErrorKind::kIo, fmt::format("cannot listen on unix:{}: {}", path, std::strerror(errno))};
+  }
+  if (!S_ISSOCK(st.st_mode)) {
+    return invalid(fmt::format("cannot listen on unix:{}: the path exists and is not a socket", path));
+  }
+  sun.sun_family = AF_UNIX;
+  std::memcpy(sun.sun_path, path.c_str(), path.size() + 1);
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Error{ErrorKind::kIo, fmt::format("cannot listen on unix:{}: {}", path, std::strerror(errno))};
+  const int rc = ::connect(fd, reinterpret_cast<const sockaddr*>(&sun), sizeof sun);
+  const int err = errno;
+  ::close(fd);
+  if (rc == 0 || err == EAGAIN) {  // EAGAIN: a live server whose backlog is full
+    return Error{ErrorKind::kIo, fmt::format("unix:{} is in use by a running server", path)};
+  }
+  if (err != ECONNREFUSED) {
+    return Error{ErrorKind::kIo, fmt::format("cannot listen on unix:{}: {}", path, std::strerror(err))};
+  }
+  return s;  // stale: nothing accepts on it; place_unix_socket() replaces it
+}
+
+Status place_unix_socket(UnixSocket& socket) {
+  if (::rename(socket.temp.c_str(), socket.path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(socket.temp.c_str());
+    return Error{ErrorKind::kIo, fmt::format("cannot listen on unix:{}: {}", socket.path, std::strerror(err))};
+  }
+  struct stat st {};
+  if (::lstat(socket.path.c_str(), &st) == 0) {
+    socket.dev = st.st_dev;
+    socket.ino = st.st_ino;
+  }
+  socket.placed = true;
+  return Ok{};
+}
+
+void remove_unix_socket(const UnixSocket& socket) {
+  if (!socket.placed) {
+    ::unlink(socket.temp.c_str());
+    return;
+  }
+  struct stat st {};
+  if (::lstat(socket.path.c_str(), &st) == 0 && st.st_dev == socket.dev && st.st_ino == socket.ino) {
+    ::unlink(socket.path.c_str());
+  }
 }
 
 std::string with_port(const std::string& address, int port) {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include "core/parse.h"
 
 namespace zaptid::server {
 namespace {
@@ -47,31 +48,31 @@ void answer_file(const pb::FileDescriptor& file, Response& response) {
 
 void file_by_filename(const std::string& name, Response& response) {
   if (const auto* file = pool().FindFileByName(name)) return answer_file(*file, response);
-  fail(response, grpc::StatusCode::NOT_FOUND, fmt::format("file '{}' not found", name));
+  fail(response, grpc::StatusCode::NOT_FOUND, fmt::format("file {} not found", quote_input(name)));
 }
 
 void file_containing_symbol(const std::string& symbol, Response& response) {
   if (const auto* file = pool().FindFileContainingSymbol(symbol)) return answer_file(*file, response);
-  fail(response, grpc::StatusCode::NOT_FOUND, fmt::format("symbol '{}' not found", symbol));
+  fail(response, grpc::StatusCode::NOT_FOUND, fmt::format("symbol {} not found", quote_input(symbol)));
 }
 
 void file_containing_extension(const v1alpha::ExtensionRequest& request, Response& response) {
   const auto* type = pool().FindMessageTypeByName(request.containing_type());
   if (type == nullptr) {
     return fail(response, grpc::StatusCode::NOT_FOUND,
-                fmt::format("message type '{}' not found", request.containing_type()));
+                fmt::format("message type {} not found", quote_input(request.containing_type())));
   }
   if (const auto* extension = pool().FindExtensionByNumber(type, request.extension_number())) {
     return answer_file(*extension->file(), response);
   }
   fail(response, grpc::StatusCode::NOT_FOUND,
-       fmt::format("extension {} of '{}' not found", request.extension_number(), request.containing_type()));
+       fmt::format("extension {} of {} not found", request.extension_number(), quote_input(request.containing_type())));
 }
 
 void all_extension_numbers_of_type(const std::string& name, Response& response) {
   const auto* type = pool().FindMessageTypeByName(name);
   if (type == nullptr) {
-    return fail(response, grpc::StatusCode::NOT_FOUND, fmt::format("message type '{}' not found", name));
+    return fail(response, grpc::StatusCode::NOT_FOUND, fmt::format("message type {} not found", quote_input(name)));
   }
   std::vector<const pb::FieldDescriptor*> extensions;
   pool().FindAllExtensions(type, &extensions);

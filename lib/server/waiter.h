@@ -24,6 +24,7 @@ struct Pending {
   std::chrono::steady_clock::time_point give_up;
   IssueCall* call = nullptr;  ///< the Gen or GenBatch call the IDs are for; the finisher's business
   const Generator* generator = nullptr;
+  size_t lane = 0;  ///< the generator's lane in the service, for its counters
   Block block;
 };
 

@@ -67,8 +67,8 @@ class GenTest(ZaptidTestCase):
     def test_memory_stays_flat_with_a_wide_sequence(self):
         # 2^24 IDs per tick: gen used to hold a whole tick (hundreds of MB) before writing any of it.
         r = subprocess.run([ZAPTID, "gen", "-n", "3000000", "--layout", "snowflake", "--bits-sequence", "24",
-                            "--bits-machine", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=self.env,
-                           timeout=120)
+                            "--bits-machine", "0", "--machine-id", "0"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=self.env, timeout=120)
         self.assertEqual(r.returncode, 0, r.stderr)
         peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest child so far
         self.assertLess(peak_kb, 150 * 1024)  # leaves room for AddressSanitizer's own overhead

@@ -84,6 +84,27 @@ class GetTest(ZaptidTestCase):
         self.assertAlmostEqual(obj["time"] + 1288834974657, time.time() * 1000,  # Twitter epoch, 1 ms ticks
                                delta=60_000)
 
+    def test_info_for_operators(self):
+        s = self.start_server("--layout", "snowflake", "--lanes", 2, "--max-batch", 700, machine_id="1001-1002")
+        r = self.zaptid("get", "--server", s.address, "--info")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(r.stdout, r"^version \d+\.\d+\.\d+\nlayout snowflake\nepoch 2010-11-04T01:42:54\.657Z\n"
+                                   r"time-unit 1ms\nbits 41/12/10 \(time/sequence/machine\)\n"
+                                   r"order time, machine, sequence\nmachine-ids 1001 1002\nmax-batch 700\n"
+                                   r"time-exhausted 2080-07-10T17:30:30\.209Z\n$")
+        r = self.zaptid("get", "--server", s.address, "--info", "--format", "json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        info = json.loads(r.stdout)
+        self.assertEqual((info["layout"], info["epoch-unix-ms"], info["machine-ids"], info["max-batch"]),
+                         ("snowflake", 1288834974657, [1001, 1002], 700))
+        self.assertEqual(info["time-exhausted-unix-ms"], 1288834974657 + 2**41)
+        self.assertFails(self.zaptid("get", "--server", s.address, "--info", "--decode"), 2,
+                         "--info and --decode do not go together")
+        legacy = GenOnlyServer()
+        self.addCleanup(legacy.stop)
+        self.assertFails(self.zaptid("get", "--server", f"127.0.0.1:{legacy.port}", "--info"), 4,
+                         "the server has no Info method (a zaptidgen server?)")
+
     def test_round_robin_over_a_comma_list(self):
         a = self.start_server("--max-batch", 100, machine_id=1)
         b = self.start_server("--max-batch", 100, machine_id=2)

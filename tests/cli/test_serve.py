@@ -29,7 +29,9 @@ class ServeTest(ZaptidTestCase):
         self.assertRegex(s.start_line,
                          r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z info zaptid \d+\.\d+\.\d+ serving "
                          r"listen=127\.0\.0\.1:\d+ layout=sonyflake epoch=2014-09-01T00:00:00\.000Z unit=10ms "
-                         r"bits=39/8/16 machine-id=5 source=--machine-id lanes=1 max-batch=6400 threads=1 max-streams=32 tls=off$")
+                         r"bits=39/8/16 machine-id=5 source=--machine-id lanes=1 max-batch=6400 threads=1 max-streams=32 tls=off "
+                         r"handshake-timeout=10s idle-timeout=5m max-memory=64MiB max-fds=\d+ "
+                         r"metrics=off$")
         self.assertNotEqual(s.port, 0)
         self.assertEqual(s.stop(), 0)
         self.assertRegex(s.log().splitlines()[-1], r"stopped; machine id 5 released$")
@@ -131,13 +133,15 @@ class ServeTest(ZaptidTestCase):
         channel = grpc.insecure_channel(s.address)
         self.addCleanup(channel.close)
         gen_batch = raw_channel_call(channel, "/idgen.IdGen/GenBatch")
-        # Eight batches of ten ticks each: every one waits for its last tick in the server.
-        calls = [gen_batch.future(batch_request(2560), timeout=20) for _ in range(8)]
-        s.wait_for(r"GenBatch of 2560 on machine id 21 waits \d+us for its tick", count=8)
+        # Eight batches of five ticks each: every one waits for its last tick in the server. (All
+        # eight fit the 500 ms of IDs one connection may hold ahead of the clock; more would be
+        # refused over capacity.)
+        calls = [gen_batch.future(batch_request(1280), timeout=20) for _ in range(8)]
+        s.wait_for(r"GenBatch of 1280 on machine id 21 waits \d+us for its tick", count=8)
         s.proc.send_signal(signal.SIGTERM)
         ids = [i for c in calls for i in batch_ids(c.result())]
         self.assertEqual(s.stop(), 0)
-        self.assertEqual(len(ids), 8 * 2560)
+        self.assertEqual(len(ids), 8 * 1280)
         self.assertEqual(len(set(ids)), len(ids))
         self.assertIn("SIGTERM received", s.log())
         # The lock is free and records exactly what was issued: gen continues right after the

@@ -1,0 +1,15 @@
+// The standard descriptors 0, 1 and 2, made safe before anything opens a file.
+#pragma once
+
+namespace zaptid::cli {
+
+/// True when standard input was closed when the process started. It has since been reopened
+/// on /dev/null (see stdio.cpp), so no file zaptid opens can take descriptor 0.
+bool stdin_was_closed();
+/// True when standard output was closed when the process started (reopened on /dev/null).
+/// Every command that writes to standard output refuses to start then: its output would be lost.
+bool stdout_was_closed();
+/// True when standard error was closed when the process started (reopened on /dev/null).
+bool stderr_was_closed();
+
+}  // namespace zaptid::cli

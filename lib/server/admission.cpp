@@ -1,0 +1,77 @@
+#include "server/admission.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+
+namespace zaptid::server {
+
+Admission::Admission(AdmissionOptions options)
+    : opt_(options),
+      window_ids_(static_cast<uint64_t>(
+          std::max(1.0, std::floor(opt_.ids_per_second * std::chrono::duration<double>(opt_.window).count())))) {}
+
+Nanos Admission::margin(Nanos to_deadline) {
+  return std::clamp<Nanos>(to_deadline / 10, std::chrono::milliseconds(20), std::chrono::milliseconds(250));
+}
+
+std::chrono::milliseconds Admission::hint(double ids) const {
+  const double ms = std::ceil(1000.0 * ids / opt_.ids_per_second);
+  return std::chrono::milliseconds(static_cast<int64_t>(std::clamp(ms, 1.0, 60'000.0)));
+}
+
+Verdict Admission::admit(std::string_view peer, uint64_t count, Nanos wait, Nanos to_deadline) {
+  Verdict v;
+  const Nanos usable = to_deadline - margin(to_deadline);
+  if (wait > usable) {
+    // The reservations ahead drain at the ceiling: one second of them per second.
+    const auto late = std::chrono::ceil<std::chrono::milliseconds>(wait - usable);
+    v.retry_after = std::max(late, std::chrono::milliseconds(1));
+    v.reason = fmt::format("over capacity: IDs would be ready in {} ms, too close to the call's deadline ({} ms)",
+                           std::chrono::ceil<std::chrono::milliseconds>(wait).count(),
+                           std::chrono::floor<std::chrono::milliseconds>(to_deadline).count());
+    return v;
+  }
+  std::lock_guard lock(mu_);
+  auto it = held_.find(std::string(peer));
+  const uint64_t mine = it == held_.end() ? 0 : it->second;
+  if (mine > 0) {
+    const size_t peers = held_.size();  // this peer is one of them
+    const uint64_t share = std::max<uint64_t>(1, window_ids_ / peers);
+    if (mine + count > share) {
+      v.retry_after = hint(static_cast<double>(mine + count - share));
+      v.reason = fmt::format("over capacity: this connection already waits for {} IDs, its share of {} among {}",
+                             mine, share, peers);
+      return v;
+    }
+  }
+  if (it == held_.end()) {
+    held_.emplace(std::string(peer), count);
+  } else {
+    it->second += count;
+  }
+  v.admitted = true;
+  return v;
+}
+
+void Admission::release(std::string_view peer, uint64_t count) {
+  std::lock_guard lock(mu_);
+  auto it = held_.find(std::string(peer));
+  if (it == held_.end()) return;
+  it->second -= std::min(it->second, count);
+  if (it->second == 0) held_.erase(it);
+}
+
+size_t Admission::peers() const {
+  std::lock_guard lock(mu_);
+  return held_.size();
+}
+
+uint64_t Admission::held(std::string_view peer) const {
+  std::lock_guard lock(mu_);
+  auto it = held_.find(std::string(peer));
+  return it == held_.end() ? 0 : it->second;
+}
+
+}  // namespace zaptid::server

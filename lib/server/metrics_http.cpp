@@ -1,0 +1,162 @@
+#include "server/metrics_http.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdarg>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "core/parse.h"
+
+namespace zaptid::server {
+
+namespace {
+
+struct HostPort {
+  std::string host;  // without brackets; empty: every address
+  std::string port;
+};
+
+Result<HostPort> split(const std::string& address) {
+  const auto bad = [&] {
+    return invalid(fmt::format("--metrics-listen '{}' is not host:port or [v6]:port", address));
+  };
+  const auto colon = address.rfind(':');
+  if (colon == std::string::npos || colon + 1 == address.size()) return bad();
+  std::string host = address.substr(0, colon);
+  if (!host.empty() && host.front() == '[') {
+    if (host.size() < 2 || host.back() != ']') return bad();
+    host = host.substr(1, host.size() - 2);
+  } else if (host.find(':') != std::string::npos) {
+    return bad();  // a bare v6 address needs brackets
+  }
+  const std::string port = address.substr(colon + 1);
+  if (auto p = parse_unsigned(port, 65535, fmt::format("--metrics-listen '{}' port", address)); !p) return p.error();
+  return HostPort{host, port};
+}
+
+// A listening socket on `address`, and the address with its real port.
+Result<std::pair<int, std::string>> listen_on(const std::string& address) {
+  auto hp = split(address);
+  if (!hp) return hp.error();
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* res = nullptr;
+  if (int rc = ::getaddrinfo(hp->host.empty() ? nullptr : hp->host.c_str(), hp->port.c_str(), &hints, &res); rc != 0) {
+    return Error{ErrorKind::kIo, fmt::format("cannot listen on {}: {}", address, ::gai_strerror(rc))};
+  }
+  std::string err = "no address";
+  int fd = -1;
+  for (addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) {
+    fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0) {
+      err = std::strerror(errno);
+      continue;
+    }
+    const int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (::bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && ::listen(fd, 64) == 0) break;
+    err = std::strerror(errno);
+    ::close(fd);
+    fd = -1;
+  }
+  ::freeaddrinfo(res);
+  if (fd < 0) return Error{ErrorKind::kIo, fmt::format("cannot listen on {}: {}", address, err)};
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+  const uint16_t port = ss.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port)
+                                                 : ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  return std::pair{fd, fmt::format("{}:{}", address.substr(0, address.rfind(':')), port)};
+}
+
+MHD_Result respond(MHD_Connection* connection, unsigned status, const std::string& body, const char* type) {
+  MHD_Response* r = MHD_create_response_from_buffer(body.size(), const_cast<char*>(body.data()), MHD_RESPMEM_MUST_COPY);
+  if (r == nullptr) return MHD_NO;
+  MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+  MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+  if (status == MHD_HTTP_METHOD_NOT_ALLOWED) MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+  const MHD_Result ret = MHD_queue_response(connection, status, r);
+  MHD_destroy_response(r);
+  return ret;
+}
+
+constexpr const char* kText = "text/plain; charset=utf-8";
+
+MHD_Result handle(void* cls, MHD_Connection* connection, const char* url, const char* method, const char* /*version*/,
+                  const char* /*upload_data*/, size_t* upload_data_size, void** /*req_cls*/) {
+  const auto& opt = *static_cast<const MetricsHttpOptions*>(cls);
+  const std::string_view m(method);
+  if (m != MHD_HTTP_METHOD_GET && m != MHD_HTTP_METHOD_HEAD) {
+    *upload_data_size = 0;  // whatever body it sends is not read
+    return respond(connection, MHD_HTTP_METHOD_NOT_ALLOWED, "only GET and HEAD\n", kText);
+  }
+  const std::string_view path(url);
+  if (path == "/metrics") {
+    return respond(connection, MHD_HTTP_OK, opt.metrics(), "text/plain; version=0.0.4; charset=utf-8");
+  }
+  if (path == "/healthz") return respond(connection, MHD_HTTP_OK, "ok\n", kText);
+  if (path == "/readyz") {
+    const std::string reason = opt.not_ready();
+    if (reason.empty()) return respond(connection, MHD_HTTP_OK, "ready\n", kText);
+    std::string line = reason;
+    for (char& c : line) {
+      if (c == '\n' || c == '\r') c = ' ';
+    }
+    return respond(connection, MHD_HTTP_SERVICE_UNAVAILABLE, line + "\n", kText);
+  }
+  return respond(connection, MHD_HTTP_NOT_FOUND, "not found: /metrics, /healthz, /readyz\n", kText);
+}
+
+void log_mhd(void* cls, const char* format, va_list ap) {
+  const auto& opt = *static_cast<const MetricsHttpOptions*>(cls);
+  if (!opt.log) return;
+  char buf[512];
+  std::vsnprintf(buf, sizeof buf, format, ap);
+  std::string line(buf);
+  while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.pop_back();
+  opt.log(line);
+}
+
+}  // namespace
+
+Status MetricsHttp::check_address(const std::string& address) {
+  if (auto hp = split(address); !hp) return hp.error();
+  return Ok{};
+}
+
+Result<std::unique_ptr<MetricsHttp>> MetricsHttp::start(MetricsHttpOptions options) {
+  std::unique_ptr<MetricsHttp> http(new MetricsHttp(std::move(options)));
+  for (const auto& address : http->opt_.addresses) {
+    auto sock = listen_on(address);
+    if (!sock) return sock.error();
+    auto [fd, bound] = *sock;
+    MHD_Daemon* d = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, nullptr, nullptr, &handle, &http->opt_,
+        // The logger first: libmicrohttpd reports problems with the options after it through it.
+        MHD_OPTION_EXTERNAL_LOGGER, &log_mhd, &http->opt_, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT,
+        http->opt_.max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT, http->opt_.max_connections_per_ip,
+        MHD_OPTION_CONNECTION_TIMEOUT, http->opt_.timeout_seconds, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        http->opt_.memory_per_connection, MHD_OPTION_END);
+    if (d == nullptr) {
+      ::close(fd);
+      return Error{ErrorKind::kIo, fmt::format("cannot serve metrics on {}: libmicrohttpd did not start", address)};
+    }
+    http->daemons_.push_back(d);
+    http->bound_.push_back(bound);
+  }
+  return http;
+}
+
+MetricsHttp::~MetricsHttp() {
+  for (MHD_Daemon* d : daemons_) MHD_stop_daemon(d);
+}
+
+}  // namespace zaptid::server

@@ -1,0 +1,130 @@
+"""A raw HTTP/2 client (Debian's python3-h2 and python3-hpack) for tests that must behave the way
+no well-behaved gRPC library would: half-sent requests, resets in a loop, silent connections.
+Loopback only; every read has a timeout."""
+import socket
+import struct
+import time
+
+import h2.config
+import h2.connection
+import h2.events
+
+
+def grpc_frame(payload, declared=None):
+    """A gRPC message: flag byte, 4-byte big-endian length (`declared`, default the real one), payload."""
+    return struct.pack(">BI", 0, len(payload) if declared is None else declared) + payload
+
+
+class H2Client:
+    """One HTTP/2 connection to host:port (or a socket already connected)."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=10):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        self.closed = False
+        self.conn.initiate_connection()
+        self.flush()
+        self.authority = f"{host}:{port}"
+        self.responses = {}  # stream id -> dict(headers=[...], data=b"", ended=bool)
+
+    def flush(self):
+        data = self.conn.data_to_send()
+        if data and not self.closed:
+            try:
+                self.sock.sendall(data)
+            except OSError:  # the server closed the connection
+                self.closed = True
+
+    def headers(self, path):
+        return [(":method", "POST"), (":scheme", "http"), (":path", path), (":authority", self.authority),
+                ("content-type", "application/grpc"), ("te", "trailers")]
+
+    def start_call(self, path, end_stream=False):
+        """Opens a stream with a gRPC request's headers; returns its id (not flushed)."""
+        sid = self.conn.get_next_available_stream_id()
+        self.conn.send_headers(sid, self.headers(path), end_stream=end_stream)
+        self.responses[sid] = {"headers": [], "data": b"", "ended": False}
+        return sid
+
+    def call(self, path, payload=b"", timeout=5):
+        """A whole unary call; returns (grpc-status as int or None, response bytes)."""
+        sid = self.start_call(path)
+        self.conn.send_data(sid, grpc_frame(payload), end_stream=True)
+        self.flush()
+        self.pump_until(lambda: self.responses[sid]["ended"], timeout)
+        r = self.responses[sid]
+        return self.status(sid), r["data"]
+
+    def status(self, sid):
+        for k, v in self.responses[sid]["headers"]:
+            if k == "grpc-status":
+                return int(v)
+        return None
+
+    def pump(self, timeout):
+        """Reads once (up to `timeout` s) and handles the events; False once the server closed."""
+        if self.closed:
+            return False
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(65536)
+        except (socket.timeout, BlockingIOError):
+            return True
+        except (ConnectionResetError, BrokenPipeError):
+            data = b""
+        if not data:
+            self.closed = True
+            return False
+        for ev in self.conn.receive_data(data):
+            r = self.responses.get(getattr(ev, "stream_id", 0))
+            if isinstance(ev, (h2.events.ResponseReceived, h2.events.TrailersReceived)) and r is not None:
+                r["headers"] += list(ev.headers)
+            elif isinstance(ev, h2.events.DataReceived):
+                if r is not None:
+                    r["data"] += ev.data
+                self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset)) and r is not None:
+                r["ended"] = True
+        self.flush()
+        return not self.closed
+
+    def pump_until(self, done, timeout):
+        """Pumps until done() or the server closed; raises TimeoutError after `timeout` s."""
+        end = time.monotonic() + timeout
+        while not done():
+            left = end - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no answer in time")
+            if not self.pump(min(left, 0.5)):
+                return
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def rss_kib(pid, field="VmRSS"):
+    """A /proc/PID/status memory field in KiB (VmRSS now, VmHWM the peak)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def rapid_reset_burst(authority, path, first_stream_id, count):
+    """`count` HEADERS-then-RST_STREAM pairs as raw bytes (stream ids from first_stream_id, odd),
+    built without h2's state machine, which is far too slow to flood with."""
+    import hpack
+    block = hpack.Encoder().encode([(":method", "POST", True), (":scheme", "http", True), (":path", path, True),
+                                    (":authority", authority, True), ("content-type", "application/grpc", True),
+                                    ("te", "trailers", True)])
+    out = bytearray()
+    sid = first_stream_id
+    for _ in range(count):
+        out += struct.pack(">I", len(block))[1:] + struct.pack(">BBI", 1, 0x4, sid) + block
+        out += struct.pack(">I", 4)[1:] + struct.pack(">BBI", 3, 0, sid) + struct.pack(">I", 8)
+        sid += 2
+    return bytes(out), sid

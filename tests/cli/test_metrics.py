@@ -1,0 +1,269 @@
+"""zaptid serve --metrics-listen: /metrics (checked by promtool and scraped by a real Prometheus),
+/healthz, /readyz (flipped by a real etcd outage), and bounds against slow HTTP clients.
+
+Counts are asserted exactly: every call a test makes is one the server must have counted.
+"""
+import http.client
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+import unittest
+import urllib.request
+
+import grpc
+
+import etcd_harness as eh
+from harness import ZaptidTestCase, free_port
+
+METRICS = re.compile(r" metrics=(\S+)")
+
+
+def get(address, path, method="GET", body=None, timeout=10):
+    host, port = address.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        conn.request(method, path, body=body)
+        r = conn.getresponse()
+        return r.status, r.read().decode(), dict(r.getheaders())
+    finally:
+        conn.close()
+
+
+def samples(text):
+    """{'name{labels}': value} of an exposition."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            out[key] = float(value)
+    return out
+
+
+def method(name, service="idgen.IdGen"):
+    return f'grpc_type="unary",grpc_service="{service}",grpc_method="{name}"'
+
+
+class MetricsTestCase(ZaptidTestCase):
+
+    def serve(self, *args, machine_id=1):
+        server = self.start_server("--metrics-listen", "127.0.0.1:0", *args, machine_id=machine_id)
+        server.metrics = METRICS.search(server.start_line).group(1)
+        server.client = eh.IdClient(server.address)
+        self.addCleanup(server.client.close)
+        return server
+
+    def scrape(self, server):
+        status, body, headers = get(server.metrics, "/metrics")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(headers["Content-Type"], "text/plain; version=0.0.4; charset=utf-8")
+        return body
+
+
+class MetricsTest(MetricsTestCase):
+
+    @unittest.skipUnless(shutil.which("promtool"), "needs promtool (Debian: prometheus)")
+    def test_counts_are_exact_and_promtool_accepts_them(self):
+        server = self.serve(machine_id=4101)
+        for _ in range(5):
+            server.client.gen()
+        for n in (10, 20, 30):
+            self.assertEqual(len(server.client.batch(n)), n)
+        with self.assertRaises(grpc.RpcError) as bad:
+            server.client.batch(0)
+        self.assertEqual(bad.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertEqual(server.client.health(), eh.SERVING)
+        text = self.scrape(server)
+        s = samples(text)
+        self.assertEqual(s[f"grpc_server_started_total{{{method('Gen')}}}"], 5)
+        self.assertEqual(s[f'grpc_server_handled_total{{{method("Gen")},grpc_code="OK"}}'], 5)
+        self.assertEqual(s[f"grpc_server_started_total{{{method('GenBatch')}}}"], 4)
+        self.assertEqual(s[f'grpc_server_handled_total{{{method("GenBatch")},grpc_code="OK"}}'], 3)
+        self.assertEqual(s[f'grpc_server_handled_total{{{method("GenBatch")},grpc_code="INVALID_ARGUMENT"}}'], 1)
+        self.assertEqual(s[f'grpc_server_handling_seconds_count{{{method("Gen")}}}'], 5)
+        self.assertEqual(s[f'grpc_server_handling_seconds_bucket{{{method("GenBatch")},le="+Inf"}}'], 4)
+        self.assertEqual(s[f'grpc_server_handled_total{{{method("Check", "grpc.health.v1.Health")},grpc_code="OK"}}'],
+                         1)
+        self.assertEqual(s['zaptid_ids_issued_total{machine_id="4101"}'], 5 + 60)
+        self.assertEqual(s['zaptid_refusals_total{machine_id="4101",reason="over_capacity"}'], 0)
+        self.assertEqual(s["zaptid_lane_ceiling_ids_per_second"], 25600)
+        self.assertEqual(s["zaptid_ready"], 1)
+        self.assertIn('zaptid_build_info{version="', text)
+        self.assertGreater(s["zaptid_time_left_seconds"], 100 * 365 * 86400)  # sonyflake runs to 2188
+        self.assertGreater(s["process_resident_memory_bytes"], 1 << 20)
+        self.assertGreater(s["process_open_fds"], 3)
+        self.assertLess(abs(s["process_start_time_seconds"] - time.time()), 120)
+        check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True,
+                               timeout=60)
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+
+    @unittest.skipUnless(shutil.which("promtool"), "needs promtool (Debian: prometheus)")
+    def test_example_alert_rules_are_valid(self):
+        rules = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "zaptid-alerts.yml")
+        check = subprocess.run(["promtool", "check", "rules", rules], capture_output=True, text=True, timeout=60)
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+        self.assertIn("SUCCESS: 5 rules found", check.stdout)
+
+    def test_refusals_counted_by_reason(self):
+        # Two IDs a second: Gen calls with a 300 ms deadline soon cannot be served in time.
+        server = self.serve("--time-unit", "1s", "--bits-sequence", "1", machine_id=4102)
+        refused = served = 0
+        for _ in range(8):
+            try:
+                server.client.gen(timeout=0.3)
+                served += 1
+            except grpc.RpcError as e:
+                if e.code() == grpc.StatusCode.UNAVAILABLE and "over capacity" in e.details():
+                    refused += 1
+        self.assertGreater(refused, 0)
+        s = samples(self.scrape(server))
+        self.assertEqual(s['zaptid_refusals_total{machine_id="4102",reason="over_capacity"}'], refused)
+        self.assertEqual(s[f'grpc_server_handled_total{{{method("Gen")},grpc_code="UNAVAILABLE"}}'], refused)
+        self.assertEqual(s["zaptid_lane_ceiling_ids_per_second"], 2)
+        self.assertGreaterEqual(s['zaptid_ids_issued_total{machine_id="4102"}'], served)
+
+    def test_health_endpoints_and_everything_else(self):
+        server = self.serve(machine_id=4103)
+        self.assertEqual(get(server.metrics, "/healthz")[:2], (200, "ok\n"))
+        self.assertEqual(get(server.metrics, "/readyz")[:2], (200, "ready\n"))
+        self.assertEqual(get(server.metrics, "/")[0], 404)
+        self.assertEqual(get(server.metrics, "/metrics/x")[0], 404)
+        status, _, headers = get(server.metrics, "/metrics", method="POST", body=b"x" * 100)
+        self.assertEqual((status, headers.get("Allow")), (405, "GET, HEAD"))
+        self.assertEqual(get(server.metrics, "/metrics", method="HEAD")[0], 200)
+
+    def test_bad_address_is_a_usage_error(self):
+        for addr, msg in (("nowhere", "--metrics-listen 'nowhere' is not host:port or [v6]:port"),
+                          ("127.0.0.1:99999", "--metrics-listen '127.0.0.1:99999' port")):
+            r = self.zaptid("serve", "--listen", "127.0.0.1:0", "--machine-id", 4104, "--metrics-listen", addr)
+            self.assertFails(r, 2, msg)
+
+    def test_port_in_use_is_refused_and_nothing_is_left_claimed(self):
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            port = busy.getsockname()[1]
+            r = self.zaptid("serve", "--listen", "127.0.0.1:0", "--machine-id", 4105, "--metrics-listen",
+                            f"127.0.0.1:{port}")
+            self.assertFails(r, 1, f"cannot listen on 127.0.0.1:{port}: Address already in use")
+        # The machine id was released: the next one starts at once.
+        self.assertEqual(self.zaptid("gen", "--machine-id", 4105, "--lock-timeout", "0s").returncode, 0)
+
+    def test_silent_and_greedy_http_clients_cannot_stall_the_server(self):
+        server = self.serve(machine_id=4106)
+        host, port = server.metrics.rsplit(":", 1)
+        silent = []
+        for _ in range(40):
+            s = socket.create_connection((host, int(port)), timeout=10)
+            s.sendall(b"GET /metrics HTTP/1.1\r\n")  # and never the rest
+            silent.append(s)
+        # The gRPC side does not notice.
+        for _ in range(20):
+            server.client.gen(timeout=2)
+        # A header larger than a connection's memory is refused, not buffered.
+        big = socket.create_connection((host, int(port)), timeout=10)
+        try:
+            big.sendall(b"GET /metrics HTTP/1.1\r\nX-A: " + b"a" * (256 << 10) + b"\r\n\r\n")
+        except OSError:
+            pass  # closed on us mid-send: refused all the same
+        # Every silent connection is closed by the server within its 5 s timeout (plus slack).
+        deadline = time.monotonic() + 20
+        for s in silent:
+            s.settimeout(max(0.1, deadline - time.monotonic()))
+            try:
+                self.assertEqual(s.recv(1), b"")
+            except ConnectionResetError:
+                pass
+            s.close()
+        big.close()
+        self.assertEqual(get(server.metrics, "/healthz")[0], 200)
+        rss = samples(self.scrape(server))["process_resident_memory_bytes"]
+        self.assertLess(rss, 200 << 20)
+
+    def test_readyz_says_shutting_down_while_calls_drain(self):
+        # A call waiting for its tick keeps the server draining; meanwhile /readyz says why it is not ready.
+        server = self.serve("--time-unit", "1s", "--bits-sequence", "1", "--shutdown-timeout", "10s",
+                            "--log-level", "debug", machine_id=4107)
+        # Eight GenBatch(count=1) at two IDs a second: the last is due about 4 s from now.
+        futures = [server.client._batch.future(b"\x08\x01", timeout=10) for _ in range(8)]
+        server.wait_for(r"GenBatch of 1 on machine id 4107 waits \d+us for its tick", count=5)
+        server.proc.send_signal(15)
+        server.wait_for("SIGTERM received")
+        status, body, _ = get(server.metrics, "/readyz")
+        for f in futures:
+            try:
+                f.result()
+            except grpc.RpcError:
+                pass
+        self.assertEqual((status, body), (503, "the server is shutting down\n"))
+        self.assertEqual(server.stop(), 0)
+
+
+@unittest.skipUnless(shutil.which("etcd"), "needs etcd (Debian: etcd-server)")
+class ReadyzEtcdTest(MetricsTestCase):
+
+    def test_readyz_follows_the_lease(self):
+        cluster = eh.EtcdCluster(os.path.join(self.tmp, "etcd"), 1)
+        self.addCleanup(cluster.stop)
+        server = self.start_server("--metrics-listen", "127.0.0.1:0", "--machine-id-from", "etcd",
+                                   "--etcd-endpoints", cluster.endpoints, "--lease-ttl", "2s",
+                                   "--machine-id-range", "0-1", machine_id=None)
+        server.metrics = METRICS.search(server.start_line).group(1)
+        self.assertEqual(get(server.metrics, "/readyz")[:2], (200, "ready\n"))
+        cluster.nodes[0].freeze()
+        for _ in eh.deadline_loop(10):
+            status, body, _ = get(server.metrics, "/readyz")
+            if status == 503:
+                break
+        self.assertEqual(status, 503)
+        self.assertIn("etcd lease", body)
+        self.assertEqual(body.count("\n"), 1)
+        self.assertEqual(samples(get(server.metrics, "/metrics")[1])["zaptid_ready"], 0)
+        cluster.nodes[0].thaw()
+        for _ in eh.deadline_loop(30):
+            status, body, _ = get(server.metrics, "/readyz")
+            if status == 200:
+                break
+        self.assertEqual((status, body), (200, "ready\n"))
+
+
+@unittest.skipUnless(shutil.which("prometheus"), "needs prometheus (Debian: prometheus)")
+class PrometheusScrapeTest(MetricsTestCase):
+
+    def test_a_real_prometheus_scrapes_the_issued_ids(self):
+        server = self.serve(machine_id=4108)
+        self.assertEqual(len(server.client.batch(123)), 123)
+        config = os.path.join(self.tmp, "prometheus.yml")
+        with open(config, "w") as f:
+            f.write("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+                    "scrape_configs:\n  - job_name: zaptid\n    static_configs:\n"
+                    f"      - targets: ['{server.metrics}']\n")
+        web = f"127.0.0.1:{free_port()}"
+        prom = subprocess.Popen(["prometheus", f"--config.file={config}", f"--web.listen-address={web}",
+                                 f"--storage.tsdb.path={os.path.join(self.tmp, 'tsdb')}"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+        def stop():
+            prom.kill()
+            prom.communicate()
+        self.addCleanup(stop)
+        query = f"http://{web}/api/v1/query?query=zaptid_ids_issued_total"
+        value = None
+        for _ in eh.deadline_loop(60, 0.5):
+            try:
+                with urllib.request.urlopen(query, timeout=5) as r:
+                    import json
+                    result = json.load(r)["data"]["result"]
+            except OSError:
+                continue
+            if result:
+                self.assertEqual(result[0]["metric"]["machine_id"], "4108")
+                value = float(result[0]["value"][1])
+                break
+        self.assertEqual(value, 123)
+
+
+if __name__ == "__main__":
+    unittest.main()

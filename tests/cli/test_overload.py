@@ -1,0 +1,129 @@
+"""zaptid serve over its ceiling (issue 13): IDs go to calls that can still use them, a greedy
+connection cannot starve a 1 s-deadline caller, refusals carry a retry hint, and no ID is handed
+out twice. A small layout (16 IDs per 10 ms tick, 1,600 IDs/s; --max-batch 400 is a quarter
+second) keeps the ceiling low, so a few seconds of load are far past it on any machine."""
+import json
+import threading
+import time
+import unittest
+
+import grpc
+
+from harness import ZaptidTestCase, batch_ids, batch_request, fields, raw_channel_call
+
+LAYOUT = ("--bits-sequence", 4, "--time-unit", "10ms")
+CEILING = 1600.0  # IDs/s of LAYOUT with one machine id
+BATCH = 400       # the layout's default --max-batch: 250 ms of the ceiling
+
+
+def own_channel(address, name):
+    """A channel with a connection of its own (not shared with the process's other channels)."""
+    return grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1),
+                                                   ("grpc.primary_user_agent", name)])
+
+
+class OverloadTest(ZaptidTestCase):
+    def start(self, machine_id):
+        return self.start_server(*LAYOUT, machine_id=machine_id)
+
+    def test_sixteen_batch_clients_get_the_ceiling_in_time(self):
+        # 16 connections, each with one GenBatch(400) and a 2 s deadline: four times the ceiling.
+        # The calls admitted are ready before their deadline; the others are refused at once and
+        # bench tries them again after the server's hint.
+        server = self.start(machine_id=61)
+        r = self.zaptid("bench", "--server", server.address, "--method", "batch", "--batch-size", BATCH,
+                        "-c", 16, "-m", 1, "--timeout", "2s", "--duration", "4s", "--format", "json")
+        report = json.loads(r.stdout)
+        self.assertEqual(report["duplicates"], 0)
+        self.assertEqual(report["zero_ids"], 0)
+        self.assertAlmostEqual(report["ceiling_ids_per_second"], CEILING)
+        # Only OK calls deliver IDs, and an OK call is in time (gRPC ends a late one
+        # DEADLINE_EXCEEDED); at least 80% of the ceiling arrives that way.
+        self.assertGreaterEqual(report["ceiling_share"], 0.8, report)
+        self.assertGreater(report["requests_refused"], 0, report)  # the load was over the ceiling
+        late = sum(n for e, n in report["errors"].items() if e.startswith("4:"))  # DEADLINE_EXCEEDED
+        self.assertLessEqual(late, report["requests_ok"] // 20, report)
+
+    def test_greedy_connection_does_not_starve_a_one_second_caller(self):
+        server = self.start(machine_id=62)
+        greedy = own_channel(server.address, "greedy")
+        polite = own_channel(server.address, "polite")
+        self.addCleanup(greedy.close)
+        self.addCleanup(polite.close)
+        gen_batch = raw_channel_call(greedy, "/idgen.IdGen/GenBatch")
+        gen = raw_channel_call(polite, "/idgen.IdGen/Gen")
+
+        stop = threading.Event()
+        lock = threading.Lock()
+        greedy_ids, hints, reasons = [], [], set()
+
+        def hog():
+            # 32 GenBatch calls in flight with 30 s deadlines; a refused one comes back 20 ms later
+            # whatever the hint says.
+            while not stop.is_set():
+                try:
+                    ids = batch_ids(gen_batch(batch_request(BATCH), timeout=30))
+                    with lock:
+                        greedy_ids.extend(ids)
+                except grpc.RpcError as e:
+                    self.assertEqual(e.code(), grpc.StatusCode.UNAVAILABLE, e.details())
+                    with lock:
+                        reasons.add(e.details().split(":")[0])
+                        hints.extend(int(v) for k, v in e.trailing_metadata() or () if k == "retry-after-ms")
+                    time.sleep(0.02)
+
+        hogs = [threading.Thread(target=hog, daemon=True) for _ in range(32)]
+        for t in hogs:
+            t.start()
+        self.addCleanup(stop.set)
+        time.sleep(1)  # the greedy connection fills the server first
+
+        # The polite caller: Gen with a 1 s deadline, four times a second, for 6 s.
+        outcomes, polite_ids = [], []
+        for _ in range(24):
+            began = time.monotonic()
+            try:
+                resp = gen(b"", timeout=1)
+                polite_ids.append(next(v for num, _, v in fields(resp) if num == 2))
+                outcomes.append("OK")
+            except grpc.RpcError as e:
+                outcomes.append(f"{e.code().name}: {e.details()}")
+            time.sleep(max(0.0, 0.25 - (time.monotonic() - began)))
+        stop.set()
+        for t in hogs:
+            t.join(35)
+
+        ok = outcomes.count("OK")
+        self.assertGreaterEqual(ok, 0.9 * len(outcomes), outcomes)
+        with lock:
+            self.assertEqual(reasons, {"over capacity"})
+            self.assertTrue(hints and all(h >= 1 for h in hints), hints[:10])
+            # The greedy connection still gets most of the ceiling over the 7 s.
+            self.assertGreaterEqual(len(greedy_ids), 0.5 * CEILING * 7)
+            every = greedy_ids + polite_ids
+        self.assertEqual(len(set(every)), len(every))
+        self.assertNotIn(0, every)
+
+    def test_get_waits_out_an_overloaded_server(self):
+        # While a greedy connection keeps the server over its ceiling, `zaptid get` still gets its
+        # IDs within its timeout: refused calls are tried again after the server's hint.
+        server = self.start(machine_id=63)
+        greedy = own_channel(server.address, "greedy")
+        self.addCleanup(greedy.close)
+        gen_batch = raw_channel_call(greedy, "/idgen.IdGen/GenBatch")
+        calls = [gen_batch.future(batch_request(BATCH), timeout=30) for _ in range(32)]
+        r = self.zaptid("get", "--server", server.address, "--count", 2000, "--timeout", "3s")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        ids = [int(x) for x in r.stdout.split()]
+        self.assertEqual(len(ids), 2000)
+        for c in calls:
+            try:
+                ids += batch_ids(c.result())
+            except grpc.RpcError as e:
+                self.assertEqual(e.code(), grpc.StatusCode.UNAVAILABLE, e.details())
+                self.assertTrue(e.details().startswith("over capacity: "), e.details())
+        self.assertEqual(len(set(ids)), len(ids))
+
+
+if __name__ == "__main__":
+    unittest.main()
