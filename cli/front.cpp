@@ -14,6 +14,7 @@
 #include "app.h"
 #include "core/version.h"
 #include "net_part.h"
+#include "std_fds.h"
 
 namespace {
 
@@ -34,6 +35,9 @@ std::string net_path() {
 [[noreturn]] int run_net(const std::string& command) {
   const std::string net = net_path();
   ::setenv(zaptid::cli::kFrontVariable, std::string(zaptid::kVersion).c_str(), 1);
+  // zaptid-net starts with the standard descriptors closed that were closed here, so its own
+  // std_fds.cpp reopens them and knows (serve may run with standard output closed).
+  zaptid::cli::close_reopened_descriptors_on_exec();
   ::execv(net.c_str(), g_argv);
   throw zaptid::cli::Fatal(zaptid::cli::kExitFailure,
                            "zaptid " + command + " needs zaptid's network part " + net + ": " + std::strerror(errno) +

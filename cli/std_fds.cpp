@@ -44,4 +44,10 @@ bool stdin_was_closed() { return (g_closed & 1u) != 0; }
 bool stdout_was_closed() { return (g_closed & 2u) != 0; }
 bool stderr_was_closed() { return (g_closed & 4u) != 0; }
 
+void close_reopened_descriptors_on_exec() {
+  for (int fd = 0; fd <= 2; ++fd) {
+    if ((g_closed & (1u << fd)) != 0) (void)::fcntl(fd, F_SETFD, FD_CLOEXEC);
+  }
+}
+
 }  // namespace zaptid::cli

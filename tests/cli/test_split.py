@@ -88,6 +88,25 @@ class NetworkPartTest(ZaptidTestCase):
                              [os.fsencode(ZAPTID), b"serve", b"--listen", b"127.0.0.1:0", b"--machine-id", b"4061"])
         self.assertEqual(os.path.realpath(f"/proc/{server.pid}/exe"), os.path.realpath(NET))
 
+    def test_it_sees_the_standard_descriptors_closed_that_were_closed_for_the_front(self):
+        # Its own std_fds.cpp runs (.preinit_array): run directly, a closed stdout is refused.
+        version = self.zaptid("version").stdout.split()[1]
+        env = dict(self.env, ZAPTID_FRONT=version, NET=NET)
+        r = subprocess.run(["sh", "-c", 'exec "$NET" get --server 127.0.0.1:1 >&-'], capture_output=True,
+                           text=True, env=env, timeout=60)
+        self.assertEqual((r.returncode, r.stderr), (1, "zaptid: cannot write to standard output: it is closed\n"))
+        # Through the front, serve (which may run with stdout closed) starts with stdin and stdout
+        # closed as the front did (it marks the ones it reopened close-on-exec), reopens them on
+        # /dev/null itself, and no listener, lock or log takes descriptor 0 or 1.
+        server = subprocess.Popen(["sh", "-c", 'exec "$0" serve --listen 127.0.0.1:0 --machine-id 4062 <&- >&-',
+                                   ZAPTID], stderr=subprocess.PIPE, text=True, env=self.env)
+        self.addCleanup(lambda: (server.poll() is None and server.kill(), server.communicate()))
+        line = server.stderr.readline()
+        self.assertIn(" serving listen=", line)
+        self.assertEqual(os.path.realpath(f"/proc/{server.pid}/exe"), os.path.realpath(NET))
+        for fd in (0, 1):
+            self.assertEqual(os.readlink(f"/proc/{server.pid}/fd/{fd}"), "/dev/null")
+
     def test_it_is_no_command_of_its_own(self):
         r = self.run_net("get", "--server", "127.0.0.1:1")
         self.assertEqual((r.returncode, r.stdout), (2, ""))
