@@ -10,7 +10,16 @@
 # those fixes without a rebuild; docs/ARCHITECTURE.md has what a static copy would save.
 # dpkg-shlibdeps then derives the .deb's Depends from what is left shared (libc6, libstdc++6,
 # libssl3, zlib1g, libspdlog1.10, libfmt9).
-option(ZAPTID_STATIC_GRPC "Link gRPC, protobuf, abseil, re2 and c-ares from Debian's static archives" ON)
+# A ThreadSanitizer build links the shared libraries by default: tests/tsan.supp names them
+# (called_from_lib) and ignore_noninstrumented_modules=1 skips them as modules, which does not
+# work for uninstrumented code linked into the executable itself.
+if(ZAPTID_TSAN)
+  set(_zaptid_static_default OFF)
+else()
+  set(_zaptid_static_default ON)
+endif()
+option(ZAPTID_STATIC_GRPC "Link gRPC, protobuf, abseil, re2 and c-ares from Debian's static archives"
+       ${_zaptid_static_default})
 option(ZAPTID_STATIC_OPENSSL "Link OpenSSL and zlib statically too (off: take Debian's security updates)" OFF)
 
 add_library(zaptid_grpc INTERFACE)
