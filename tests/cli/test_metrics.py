@@ -16,7 +16,7 @@ import urllib.request
 import grpc
 
 import etcd_harness as eh
-from harness import ZaptidTestCase, free_port
+from harness import ZaptidTestCase, free_port, raw_channel_call
 
 METRICS = re.compile(r" metrics=(\S+)")
 
@@ -183,12 +183,18 @@ class MetricsTest(MetricsTestCase):
         self.assertLess(rss, 200 << 20)
 
     def test_readyz_says_shutting_down_while_calls_drain(self):
-        # A call waiting for its tick keeps the server draining; meanwhile /readyz says why it is not ready.
+        # Calls waiting for their tick keep the server draining; meanwhile /readyz says why it is not
+        # ready. Two IDs a second, one GenBatch(count=1) per connection (each connection's fair share
+        # admits one): the sixth is due about 3 s from now.
         server = self.serve("--time-unit", "1s", "--bits-sequence", "1", "--shutdown-timeout", "10s",
                             "--log-level", "debug", machine_id=4107)
-        # Eight GenBatch(count=1) at two IDs a second: the last is due about 4 s from now.
-        futures = [server.client._batch.future(b"\x08\x01", timeout=10) for _ in range(8)]
-        server.wait_for(r"GenBatch of 1 on machine id 4107 waits \d+us for its tick", count=5)
+        # Six connections: gRPC shares one between channels unless each has its own subchannel pool.
+        channels = [grpc.insecure_channel(server.address, options=[("grpc.use_local_subchannel_pool", 1)])
+                    for _ in range(6)]
+        for c in channels:
+            self.addCleanup(c.close)
+        futures = [raw_channel_call(c, "/idgen.IdGen/GenBatch").future(b"\x08\x01", timeout=10) for c in channels]
+        server.wait_for(r"GenBatch of 1 on machine id 4107 waits \d+us for its tick", count=4)
         server.proc.send_signal(15)
         server.wait_for("SIGTERM received")
         status, body, _ = get(server.metrics, "/readyz")
