@@ -14,17 +14,9 @@
 #include "core/parse.h"
 
 namespace zaptid::server {
-namespace {
 
-struct HostPort {
-  std::string host;
-  std::string port;
-};
-
-Result<HostPort> split(const std::string& address) {
-  const auto bad = [&] {
-    return invalid(fmt::format("--listen {} is not host:port, [::]:port or unix:/path", quote_input(address)));
-  };
+Result<HostPort> split_host_port(const std::string& address, std::string_view option, std::string_view forms) {
+  const auto bad = [&] { return invalid(fmt::format("{} {} is not {}", option, quote_input(address), forms)); };
   std::string_view a = address;
   size_t colon = 0;
   std::string host;
@@ -40,8 +32,16 @@ Result<HostPort> split(const std::string& address) {
   }
   const std::string port(a.substr(colon + 1));
   if (port.empty()) return bad();
-  if (auto p = parse_unsigned(port, 65535, fmt::format("--listen {} port", quote_input(address))); !p) return p.error();
+  if (auto p = parse_unsigned(port, 65535, fmt::format("{} {} port", option, quote_input(address))); !p) {
+    return p.error();
+  }
   return HostPort{host, port};
+}
+
+namespace {
+
+Result<HostPort> split(const std::string& address) {
+  return split_host_port(address, "--listen", "host:port, [::]:port or unix:/path");
 }
 
 // Why binding `address` fails right now; empty if it would succeed.

@@ -4,11 +4,21 @@
 #include <sys/types.h>
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/result.h"
 
 namespace zaptid::server {
+
+struct HostPort {
+  std::string host;  ///< without brackets; empty: every address
+  std::string port;  ///< decimal, 0 to 65535
+};
+
+/// Splits host:port or [v6]:port; the error names `option` and the `forms` it accepts, with the
+/// address quoted by quote_input().
+Result<HostPort> split_host_port(const std::string& address, std::string_view option, std::string_view forms);
 
 /// Accepts host:port, [v6]:port and unix:/path (port 0 to 65535); the error names the address.
 Status check_listen_address(const std::string& address);

@@ -13,32 +13,20 @@
 #include <fmt/format.h>
 
 #include "core/parse.h"
+#include "server/listen.h"
 
 namespace zaptid::server {
 
 namespace {
 
-struct HostPort {
-  std::string host;  // without brackets; empty: every address
-  std::string port;
-};
-
 Result<HostPort> split(const std::string& address) {
-  const auto bad = [&] {
-    return invalid(fmt::format("--metrics-listen '{}' is not host:port or [v6]:port", address));
-  };
-  const auto colon = address.rfind(':');
-  if (colon == std::string::npos || colon + 1 == address.size()) return bad();
-  std::string host = address.substr(0, colon);
-  if (!host.empty() && host.front() == '[') {
-    if (host.size() < 2 || host.back() != ']') return bad();
-    host = host.substr(1, host.size() - 2);
-  } else if (host.find(':') != std::string::npos) {
-    return bad();  // a bare v6 address needs brackets
+  constexpr std::string_view kForms = "host:port or [v6]:port";
+  auto hp = split_host_port(address, "--metrics-listen", kForms);
+  // A bare v6 address needs brackets.
+  if (hp && address.front() != '[' && hp->host.find(':') != std::string::npos) {
+    return invalid(fmt::format("--metrics-listen {} is not {}", quote_input(address), kForms));
   }
-  const std::string port = address.substr(colon + 1);
-  if (auto p = parse_unsigned(port, 65535, fmt::format("--metrics-listen '{}' port", address)); !p) return p.error();
-  return HostPort{host, port};
+  return hp;
 }
 
 // A listening socket on `address`, and the address with its real port.
