@@ -11,15 +11,9 @@ zaptid=${1:-build/cli/zaptid}
 runs=${RUNS:-5}
 duration=${DURATION:-5}
 layout=${LAYOUT:-sonyflake}
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+# shellcheck source=serve_common.sh
+. "$(dirname "$0")/serve_common.sh"
 
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
-
-printf '\0\0\0\0\0' > "$work/empty.grpc"          # one gRPC frame: uncompressed, length 0
 mkdir "$work/htdocs" && printf '0123456789abcd\n' > "$work/htdocs/id"   # 15 bytes
 
 zport=$(free_port)
@@ -40,8 +34,6 @@ h2() { # h2load args… → "req/s succeeded p50_us p99_us"
   local q; q=$(cut -f3 "$work/req.log" | sort -n | awk '{a[NR]=$1} END {print a[int(NR*0.5)+1], a[int(NR*0.99)+1]}')
   echo "$rps $ok $q"
 }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 hz=$(getconf CLK_TCK)
 printf '%-12s %12s %12s %7s %9s %9s %14s\n' load zaptid_req/s nghttpd_req/s ratio p50_us p99_us cpu_us/req

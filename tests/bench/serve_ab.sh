@@ -12,14 +12,8 @@ a=$1 b=$2; shift 2
 [ "${1:-}" = "--" ] && shift
 runs=${RUNS:-5}
 duration=${DURATION:-5}
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
-printf '\0\0\0\0\0' > "$work/empty.grpc"
+# shellcheck source=serve_common.sh
+. "$(dirname "$0")/serve_common.sh"
 
 start() { # binary machine-id extra… → sets port, pid
   port=$(free_port)
@@ -30,8 +24,6 @@ start() { # binary machine-id extra… → sets port, pid
 start "$a" 1; pa=$port; ida=$pid
 start "$b" 2 "$@"; pb=$port; idb=$pid
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 hz=$(getconf CLK_TCK)
 run() { # port pid load… → "req/s cpu_us_per_req"
   local port=$1 pid=$2; shift 2
