@@ -18,8 +18,9 @@
 #include "server/grpc_log.h"
 #include "server/id_service.h"
 #include "server/listen.h"
-#include "serve_limits.h"
 #include "server/metrics_http.h"
+#include "reset_guard.h"
+#include "serve_limits.h"
 
 namespace zaptid::cli {
 
@@ -83,6 +84,12 @@ void setup_serve(CLI::App& app, Action& action) {
                   "Memory gRPC may use for connections and calls (e.g. 64MiB, 1GiB); near it, gRPC shrinks "
                   "read buffers and closes the most demanding connections instead of the server running out")
       ->envname("ZAPTID_MAX_MEMORY")
+      ->capture_default_str()
+      ->group("Limits");
+  sub->add_option("--max-stream-resets", opt->max_stream_resets,
+                  "Closes a connection whose client resets more than this many calls (HTTP/2 RST_STREAM) "
+                  "within one second: HTTP/2 rapid reset (CVE-2023-44487); 0: no limit")
+      ->envname("ZAPTID_MAX_STREAM_RESETS")
       ->capture_default_str()
       ->group("Limits");
   sub->add_option("--tls-cert", opt->tls_cert, "Serve TLS with this PEM certificate (chain); needs --tls-key")
@@ -267,6 +274,7 @@ int run_serve(const ServeOptions& opt) {
   };
   const uint64_t max_fds = raise_descriptor_limit();
   arm_accept_guard();
+  arm_reset_guard(opt.max_stream_resets);
   SystemClock clock;
   Lanes lanes = open_lanes(opt, layout, clock);
 
@@ -336,11 +344,11 @@ int run_serve(const ServeOptions& opt) {
   const std::string source = lanes.source.find(' ') == std::string::npos ? lanes.source : '"' + lanes.source + '"';
   spdlog::info(
       "zaptid {} serving listen={} {} machine-id={} source={} lanes={} max-batch={} threads={} max-streams={} tls={} "
-      "handshake-timeout={} idle-timeout={} max-memory={} max-fds={} metrics={}",
+      "handshake-timeout={} idle-timeout={} max-memory={} max-stream-resets={} max-fds={} metrics={}",
       kVersion, fmt::join(bound, ","), describe_layout(layout), fmt::join(ids, ","), source, ids.size(),
       service->max_batch(), opt.threads, opt.max_streams,
       opt.tls_cert.empty() ? "off" : (opt.tls_client_ca.empty() ? "on" : "mutual"), opt.handshake_timeout,
-      opt.idle_timeout, opt.max_memory, max_fds,
+      opt.idle_timeout, opt.max_memory, opt.max_stream_resets, max_fds,
       metrics ? fmt::format("{}", fmt::join(metrics->bound(), ",")) : std::string("off"));
 
   int signal = 0;

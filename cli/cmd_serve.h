@@ -25,6 +25,7 @@ struct ServeOptions {
   std::string handshake_timeout = "10s";  ///< connections that send no HTTP/2 preface (or TLS) are closed then
   std::string idle_timeout = "5m";        ///< connections with no call for this long are closed; 0: never
   std::string max_memory = "64MiB";       ///< gRPC's memory budget (grpc::ResourceQuota)
+  uint32_t max_stream_resets = 1000;      ///< RST_STREAM frames per second per connection; 0: no limit
   std::string tls_cert;
   std::string tls_key;
   std::string tls_client_ca;

@@ -1,5 +1,7 @@
 #include "serve_limits.h"
 
+#include "reset_guard.h"
+
 #include <fcntl.h>
 #include <malloc.h>
 #include <sys/resource.h>
@@ -108,6 +110,7 @@ void start_memory_trimmer(std::chrono::milliseconds period, uint64_t slack) {
 // executable before libc's (the executable exports it: see cli/CMakeLists.txt).
 extern "C" int accept4(int fd, sockaddr* addr, socklen_t* len, int flags) {
   const int c = zaptid::cli::raw_accept4(fd, addr, len, flags);
+  if (c >= 0) zaptid::cli::reset_guard_accepted(c);
   if (c >= 0 || !zaptid::cli::out_of_descriptors(errno)) return c;
   const int err = errno;
   zaptid::cli::shed(fd, err);
