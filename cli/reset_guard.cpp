@@ -139,7 +139,7 @@ using zaptid::cli::watched;
 extern "C" ssize_t recvmsg(int fd, msghdr* msg, int flags) {
   static const auto next = zaptid::cli::next_symbol<ssize_t (*)(int, msghdr*, int)>("recvmsg");
   const ssize_t n = next(fd, msg, flags);
-  if (n <= 0 || (flags & MSG_PEEK) != 0) return n;
+  if (n <= 0 || (flags & (MSG_PEEK | MSG_ERRQUEUE)) != 0) return n;  // not the byte stream, or read again later
   zaptid::cli::Watched* w = watched(fd);
   if (w == nullptr || !w->active.load(std::memory_order_acquire)) return n;
   size_t left = static_cast<size_t>(n);
