@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -29,6 +30,10 @@ class Reserver {
   /// what was recorded before.
   virtual Status reserve_through(Cursor high) = 0;
 };
+
+/// Makes a Reserver that passes each call on to `inner` (which outlives it), doing something
+/// around it: the server measures its writes this way (server/store_metrics.h).
+using ReserverWrapper = std::function<std::unique_ptr<Reserver>(Reserver& inner)>;
 
 struct GeneratorOptions {
   Layout layout;
