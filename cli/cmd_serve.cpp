@@ -19,6 +19,7 @@
 #include "server/id_service.h"
 #include "server/listen.h"
 #include "server/metrics_http.h"
+#include "server/store_metrics.h"
 #include "reset_guard.h"
 #include "serve_limits.h"
 
@@ -157,23 +158,31 @@ Lanes open_lanes(const ServeOptions& opt, const Layout& layout, Clock& clock) {
     throw Fatal(kExitUsage,
                 fmt::format("--lanes {} needs --machine-id A-B with at least {} ids", opt.lanes, opt.lanes));
   }
-  auto issuers = std::make_shared<std::vector<LocalIssuer>>();
+  // The issuers' measuring reservers write into `writes`, which so outlives them.
+  struct Issuers {
+    server::StoreMetrics writes{"file"};
+    std::vector<LocalIssuer> all;
+  };
+  auto local = std::make_shared<Issuers>();
+  auto* issuers = &local->all;
+  const auto measure = server::measure_into(local->writes);
   Lanes lanes;
   if (range) {
     for (uint64_t i = 0; i < opt.lanes; ++i) {
       IdentityOptions identity = opt.identity;
       identity.machine_id = std::to_string(range->first + i);
-      issuers->push_back(open_local_issuer(layout, identity, clock, reserve_ahead));
+      issuers->push_back(open_local_issuer(layout, identity, clock, reserve_ahead, measure));
     }
     lanes.source = range->source;
   } else {
-    issuers->push_back(open_local_issuer(layout, opt.identity, clock, reserve_ahead));
+    issuers->push_back(open_local_issuer(layout, opt.identity, clock, reserve_ahead, measure));
     lanes.source = issuers->front().machine.source;
     if (!issuers->front().machine.warning.empty()) spdlog::warn("{}", issuers->front().machine.warning);
   }
   for (auto& issuer : *issuers) lanes.generators.push_back(std::shared_ptr<Generator>(std::move(issuer.generator)));
   const auto generators = lanes.generators;
-  lanes.release = [issuers, generators] {
+  lanes.write_metrics = [local](std::string& out) { local->writes.write(out); };
+  lanes.release = [local, issuers, generators] {
     for (size_t i = 0; i < issuers->size(); ++i) {
       auto& claim = (*issuers)[i].claim;
       if (!claim) continue;
@@ -326,7 +335,11 @@ int run_serve(const ServeOptions& opt) {
   if (!opt.metrics_listen.empty()) {
     server::MetricsHttpOptions mo;
     mo.addresses = opt.metrics_listen;
-    mo.metrics = [s = service.get()] { return s->metrics_text(); };
+    mo.metrics = [s = service.get(), &lanes] {
+      std::string out = s->metrics_text();
+      if (lanes.write_metrics) lanes.write_metrics(out);
+      return out;
+    };
     mo.not_ready = [s = service.get()] { return s->not_ready_reason(); };
     mo.log = [](const std::string& line) { spdlog::warn("metrics http: {}", line); };
     auto started = server::MetricsHttp::start(std::move(mo));

@@ -47,6 +47,8 @@ struct Lanes {
   /// Optional: called once with the service, before it serves. A leased source keeps it to call
   /// set_unavailable() / set_available() / replace_lane() as its leases come and go.
   std::function<void(server::IdService&)> on_service;
+  /// Appends what the source's stores did (high-water writes; the etcd lease) to /metrics.
+  std::function<void(std::string& out)> write_metrics;
 };
 
 /// The one place that decides which machine ids a server holds: today static ids (one, or a

@@ -97,7 +97,7 @@ std::filesystem::path host_dir() {
 }
 
 LocalIssuer open_local_issuer(const Layout& layout, const IdentityOptions& opt, Clock& clock,
-                              std::chrono::milliseconds reserve_ahead) {
+                              std::chrono::milliseconds reserve_ahead, const ReserverWrapper& wrap) {
   const auto max_wait = duration_ms(opt.max_clock_wait, "--max-clock-wait");
   const auto lock_timeout = duration_ms(opt.lock_timeout, "--lock-timeout");
   std::optional<std::string> env;
@@ -123,7 +123,8 @@ LocalIssuer open_local_issuer(const Layout& layout, const IdentityOptions& opt, 
   g.clock = &clock;
   g.max_clock_wait = max_wait;
   g.start_after = issuer.claim->start_after();
-  g.reserver = issuer.claim.get();
+  if (wrap) issuer.wrapped = wrap(*issuer.claim);
+  g.reserver = issuer.wrapped ? issuer.wrapped.get() : issuer.claim.get();
   g.reserve_ahead = reserve_ahead;
   issuer.generator = take(Generator::create(std::move(g)), kExitUsage);
   return issuer;

@@ -69,15 +69,17 @@ struct LocalIssuer {
   MachineIdChoice machine;
   std::unique_ptr<HostClaim> claim;
   std::unique_ptr<Generator> generator;
+  std::unique_ptr<Reserver> wrapped;  ///< the claim as the generator's reserver, if wrapped
   /// Records exactly what was issued and gives up the claim; for a clean exit.
   void release();
 };
 /// The folder every zaptid on this host shares: $ZAPTID_HOST_DIR, else HostClaim's default.
 std::filesystem::path host_dir();
-/// Chooses the machine id, takes the host claim and starts a generator above the records.
-/// Throws Fatal (kExitUsage for bad options, kExitFailure otherwise).
+/// Chooses the machine id, takes the host claim and starts a generator above the records, which
+/// writes them through `wrap` if given. Throws Fatal (kExitUsage for bad options, kExitFailure
+/// otherwise).
 LocalIssuer open_local_issuer(const Layout& layout, const IdentityOptions& opt, Clock& clock,
-                              std::chrono::milliseconds reserve_ahead);
+                              std::chrono::milliseconds reserve_ahead, const ReserverWrapper& wrap = {});
 
 /// A millisecond duration option value, or Fatal(kExitUsage) naming the option.
 std::chrono::milliseconds duration_ms(const std::string& text, std::string_view option);

@@ -15,6 +15,7 @@
 #include "etcd/leased_lanes.h"
 #include "server/grpc_log.h"
 #include "server/id_service.h"
+#include "server/store_metrics.h"
 
 namespace zaptid::cli {
 
@@ -113,12 +114,18 @@ Lanes open_etcd_lanes(const ServeOptions& opt, const Layout& layout, Clock& cloc
   lo.layout = layout;
   lo.clock = &clock;
   lo.max_clock_wait = duration_ms(opt.identity.max_clock_wait, "--max-clock-wait");
+  auto writes = std::make_shared<server::StoreMetrics>("etcd");
+  auto lease = std::make_shared<server::LeaseMetrics>();
+  lo.wrap_reserver = server::measure_into(*writes);
 
   // A failed claim is reported below in one line; gRPC's own lines about it stay at debug.
   server::route_grpc_logs(spdlog::level::debug);
   auto opened = etcd::LeasedLanes::open(std::move(so), lo);
   if (!opened) throw Fatal(exit_status_for(opened.error()), opened.message());
-  std::shared_ptr<etcd::LeasedLanes> leased(std::move(*opened));
+  // The metrics outlive the lanes, whose reservers (LeasedLanes keeps every one) and session
+  // hooks write into them.
+  std::shared_ptr<etcd::LeasedLanes> leased(opened->release(),
+                                            [writes, lease](etcd::LeasedLanes* l) { delete l; });
   const auto ids = leased->machine_ids();
   spdlog::info("claimed machine id {} from etcd {} (lease {:x}, TTL {}s)", fmt::join(ids, ","), e.endpoints,
                leased->session().lease_id(), leased->session().ttl().count() / 1000);
@@ -126,12 +133,19 @@ Lanes open_etcd_lanes(const ServeOptions& opt, const Layout& layout, Clock& cloc
   Lanes lanes;
   lanes.generators = leased->generators();
   lanes.source = "etcd";
-  lanes.on_service = [leased](server::IdService& service) {
+  lanes.on_service = [leased, lease](server::IdService& service) {
     etcd::LaneHooks hooks;
+    hooks.kept_alive = [lease](std::chrono::nanoseconds rtt) { lease->kept_alive(rtt); };
+    hooks.keep_alive_failed = [lease] { lease->keep_alive_failed(); };
     hooks.set_unavailable = [&service](const std::string& reason) { service.set_unavailable(reason); };
     hooks.set_available = [&service] { service.set_available(); };
     hooks.replace_lane = [&service](size_t i, std::shared_ptr<Generator> g) { return service.replace_lane(i, g); };
     leased->start(std::move(hooks));
+  };
+  lanes.write_metrics = [leased, writes, lease](std::string& out) {
+    writes->write(out);
+    const auto& s = leased->session();
+    lease->write(out, {s.confirmed(), s.since_confirmed(), s.ttl()});
   };
   lanes.release = [leased] {
     auto st = leased->release();

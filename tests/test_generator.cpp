@@ -269,6 +269,67 @@ TEST_CASE("generator::clock steps back") {
   }
 }
 
+TEST_CASE("generator::clock step-backs are counted once each, with their size") {
+  FakeClock clock(ms(kVectorMs + 3));  // 3 ms into tick kT, which starts at kVectorMs
+  auto gen = make(options(clock));
+  REQUIRE(next_id(*gen) == kVectorId);
+  CHECK(gen->clock_step_backs().count == 0);
+
+  SUBCASE("a step within the newest tick is not one") {
+    clock.set(ms(kVectorMs + 1));
+    REQUIRE(gen->next().ok());
+    CHECK(gen->clock_step_backs().count == 0);
+  }
+  SUBCASE("a refused step, the readings while catching up, and a second step") {
+    clock.set(ms(kVectorMs + 3 - 2000));
+    REQUIRE_FALSE(gen->next().ok());
+    auto seen = gen->clock_step_backs();
+    CHECK(seen.count == 1);
+    CHECK(seen.largest == ms(1997));  // from the start of tick kT: the 3 ms into it are not known
+    CHECK(seen.total == ms(1997));
+    clock.advance(ms(500));  // catching up: the same step
+    REQUIRE_FALSE(gen->next().ok());
+    clock.advance(ms(700));
+    REQUIRE(gen->next().ok());  // 797 ms behind: waited for
+    CHECK(gen->clock_step_backs().count == 1);
+    clock.advance(-ms(200));  // back again before it caught up: measured between the readings
+    REQUIRE(gen->next().ok());
+    seen = gen->clock_step_backs();
+    CHECK(seen.count == 2);
+    CHECK(seen.total == ms(1997 + 200));
+    CHECK(seen.largest == ms(1997));
+  }
+  SUBCASE("after the clock caught up, a step back is a new one") {
+    clock.set(ms(kVectorMs - 100));
+    REQUIRE(gen->next().ok());
+    clock.set(ms(kVectorMs + 50));  // past the newest tick: caught up
+    REQUIRE(gen->next().ok());
+    clock.set(ms(kVectorMs + 50 - 40));
+    REQUIRE(gen->next().ok());
+    const auto seen = gen->clock_step_backs();
+    CHECK(seen.count == 2);
+    CHECK(seen.total == ms(100 + 40));  // tick kT+5 starts at +50
+    CHECK(seen.largest == ms(100));
+  }
+  SUBCASE("the forecast sees a step back too, and the reservation after it is the same step") {
+    clock.set(ms(kVectorMs - 3000));
+    CHECK(gen->ready_at_next(1) == sonyflake_tick_start(kT));
+    CHECK(gen->clock_step_backs().count == 1);
+    CHECK(gen->clock_step_backs().largest == ms(3000));
+    REQUIRE_FALSE(gen->next().ok());
+    CHECK(gen->clock_step_backs().count == 1);
+  }
+  SUBCASE("waiting for a tick sees a step back too") {
+    for (uint64_t s = 1; s <= gen->layout().max_sequence(); ++s) next_id(*gen);
+    auto block = gen->reserve(1);
+    REQUIRE(block.ok());
+    clock.set(ms(kVectorMs - 20));
+    REQUIRE(gen->wait_ready(*block).ok());
+    CHECK(gen->clock_step_backs().count == 1);
+    CHECK(gen->clock_step_backs().largest == ms(20));
+  }
+}
+
 TEST_CASE("generator::clock before the epoch") {
   FakeClock clock(ms(1409529600000 - 1));
   auto gen = make(options(clock));

@@ -57,8 +57,11 @@ Result<uint64_t> Generator::current_tick() const {
 
 Status Generator::check_behind(uint64_t now) {
   uint64_t seen = seen_tick_.load(std::memory_order_relaxed);
-  while (now > seen && !seen_tick_.compare_exchange_weak(seen, now, std::memory_order_relaxed)) {
+  // Release: a thread that sees this tick and then reads the clock reads it after this reading.
+  while (now > seen && !seen_tick_.compare_exchange_weak(seen, now, std::memory_order_release,
+                                                        std::memory_order_relaxed)) {
   }
+  if (now < seen) note_behind();
   const uint64_t newest = std::max(seen, start_tick_);
   if (now >= newest) return Ok{};
   const auto behind_ms = static_cast<int64_t>(newest - now) * opt_.layout.unit_ms;
@@ -68,6 +71,33 @@ Status Generator::check_behind(uint64_t now) {
       "wait limit of {}",
       format_duration_ms(behind_ms), format_timestamp_ms(opt_.layout.tick_start_ms(newest)),
       format_duration_ms(opt_.max_clock_wait.count())));
+}
+
+void Generator::note_behind() const {
+  std::lock_guard lock(step_mu_);
+  // Read again, under the lock: readings taken here are in the lock's order, and each is later
+  // than the reading behind the tick loaded now.
+  const uint64_t seen = seen_tick_.load(std::memory_order_acquire);
+  const int64_t reading = opt_.clock->now().count();
+  const int64_t seen_start = epoch_ns_ + static_cast<int64_t>(seen * unit_ns_);
+  if (reading >= seen_start) return;  // the first reading only lost a race with a newer one
+  int64_t size = 0;
+  if (seen != step_from_tick_) {
+    size = seen_start - reading;  // a new step back from the newest tick
+  } else if (reading < behind_reading_ns_) {
+    size = behind_reading_ns_ - reading;  // back again while catching up
+  }
+  step_from_tick_ = seen;
+  behind_reading_ns_ = reading;
+  if (size <= 0) return;  // catching up
+  ++step_backs_.count;
+  step_backs_.total += Nanos(size);
+  step_backs_.largest = std::max(step_backs_.largest, Nanos(size));
+}
+
+ClockStepBacks Generator::clock_step_backs() const {
+  std::lock_guard lock(step_mu_);
+  return step_backs_;
 }
 
 Result<Block> Generator::reserve(uint64_t count) {
@@ -127,6 +157,7 @@ Nanos Generator::ready_at_next(uint64_t count) const {
   const Nanos now = opt_.clock->now();
   const int64_t since_epoch = now.count() - epoch_ns_;
   const uint64_t tick = since_epoch <= 0 ? 0 : static_cast<uint64_t>(since_epoch) / unit_ns_;
+  if (tick < seen_tick_.load(std::memory_order_relaxed)) note_behind();
   const Cursor first = std::max(next_.load(std::memory_order_relaxed), tick << seq_bits_);
   return ready_at(Block{first, std::max<uint64_t>(count, 1)});
 }

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -29,6 +30,10 @@ class Reserver {
   /// what was recorded before.
   virtual Status reserve_through(Cursor high) = 0;
 };
+
+/// Makes a Reserver that passes each call on to `inner` (which outlives it), doing something
+/// around it: the server measures its writes this way (server/store_metrics.h).
+using ReserverWrapper = std::function<std::unique_ptr<Reserver>(Reserver& inner)>;
 
 struct GeneratorOptions {
   Layout layout;
@@ -58,6 +63,17 @@ struct Block {
   Cursor last() const { return first + count - 1; }
 };
 
+/// What a generator saw of its clock stepping back: readings behind a tick the clock had already
+/// shown. A step back within one tick does not matter to IDs and is not seen.
+struct ClockStepBacks {
+  uint64_t count = 0;  ///< step-backs seen; the readings while the clock catches up count once
+  /// Their sizes added up, and the largest. A step back from the newest tick is measured from
+  /// that tick's start (the generator keeps ticks, not readings), so it may be up to one tick
+  /// short; a further step back while catching up is measured between the two readings.
+  Nanos total{0};
+  Nanos largest{0};
+};
+
 /// Issues IDs. Thread-safe: any number of threads may call any method at once; no two calls
 /// ever get the same ID, and the IDs of successive reservations strictly increase.
 /// The hot path is one compare-and-swap; no lock is held while waiting for time.
@@ -82,7 +98,8 @@ class Generator {
   Nanos ready_at(const Block& block) const;
   /// A forecast: the ready_at() of the block reserve(count) would return now (from the next
   /// free cursor, or the current tick when the generator is idle). Reserves nothing; a hint,
-  /// since other threads reserve meanwhile. Reads the clock.
+  /// since other threads reserve meanwhile. Reads the clock, and sees a step back of it as
+  /// reserve() does (a server that refuses the call on this forecast never calls reserve()).
   Nanos ready_at_next(uint64_t count) const;
   /// True when the clock has shown the tick of the block's last cursor (now or before).
   bool is_ready(const Block& block) const;
@@ -100,6 +117,10 @@ class Generator {
   /// Writes block.count IDs of a ready block into out (which must hold that many).
   void write_ids(const Block& block, uint64_t* out) const;
 
+  /// The clock's step-backs this generator saw in reserve(), wait_ready() and ready_at_next(). Costs the request
+  /// path nothing unless the clock reads behind the newest tick. Any thread.
+  ClockStepBacks clock_step_backs() const;
+
   /// The newest cursor reserved so far (issued or about to be), or start_after, or nullopt if none.
   std::optional<Cursor> last_reserved() const;
 
@@ -116,6 +137,9 @@ class Generator {
   /// the clock has shown or a predecessor used.
   Status check_behind(uint64_t now);
   Status persist_through(Cursor last);
+  /// Called when a reading (tick `now`) was behind the newest tick shown: re-reads the clock and
+  /// counts a step back if it still is (a reading taken before another thread's newer one is not).
+  void note_behind() const;
 
   GeneratorOptions opt_;
   int seq_bits_;
@@ -126,6 +150,10 @@ class Generator {
   std::atomic<uint64_t> seen_tick_{0};  // the newest tick the clock has shown this generator
   std::atomic<Cursor> persisted_;     // cursors below this are durably reserved (if reserver)
   std::mutex persist_mu_;             // serializes reserver calls only
+  mutable std::mutex step_mu_;         // guards the step-back state below; taken only when behind
+  mutable uint64_t step_from_tick_ = 0;    // seen_tick_ when the current step back was seen
+  mutable int64_t behind_reading_ns_ = 0;  // the last reading taken under step_mu_ while behind
+  mutable ClockStepBacks step_backs_;
 };
 
 }  // namespace zaptid

@@ -51,17 +51,19 @@ Result<std::vector<std::shared_ptr<Generator>>> LeasedLanes::make(const std::vec
   std::vector<std::shared_ptr<Generator>> out;
   for (size_t i = 0; i < claims.size(); ++i) {
     auto reserver = session_->reserver(i);
+    auto wrapped = opt_.wrap_reserver ? opt_.wrap_reserver(*reserver) : nullptr;
     GeneratorOptions g;
     g.layout = opt_.layout;
     g.machine_id = claims[i].id;
     g.clock = opt_.clock;
     g.max_clock_wait = opt_.max_clock_wait;
     g.start_after = claims[i].start_after;
-    g.reserver = reserver.get();
+    g.reserver = wrapped ? wrapped.get() : reserver.get();
     g.reserve_ahead = opt_.reserve_ahead;
     {
       std::lock_guard lock(mu_);
       reservers_.push_back(std::move(reserver));
+      if (wrapped) reservers_.push_back(std::move(wrapped));
     }
     auto gen = Generator::create(std::move(g));
     if (!gen) return gen.error();
@@ -91,6 +93,8 @@ void LeasedLanes::start(LaneHooks hooks) {
     if (hooks_.set_available) hooks_.set_available();
   };
   ev.on_reclaimed = [this](const std::vector<Claim>& claims) { reclaimed(claims); };
+  ev.on_keep_alive = hooks_.kept_alive;
+  ev.on_keep_alive_failed = hooks_.keep_alive_failed;
   session_->start(std::move(ev));
 }
 

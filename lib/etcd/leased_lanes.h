@@ -22,6 +22,8 @@ struct LanesOptions {
   Clock* clock = nullptr;  ///< required; must outlive the lanes
   std::chrono::milliseconds max_clock_wait{1000};
   std::chrono::milliseconds reserve_ahead{500};
+  /// Optional: wraps each lane's etcd reserver (the server measures its writes this way).
+  ReserverWrapper wrap_reserver;
 };
 
 /// What the lanes tell the server that issues with them (called from the session's threads).
@@ -30,6 +32,9 @@ struct LaneHooks {
   std::function<void()> set_available;
   /// Puts a new generator into lane `index` (after the ids were claimed again).
   std::function<Status(size_t index, std::shared_ptr<Generator> generator)> replace_lane;
+  /// Optional: each keep-alive answered, and each one that was not (see SessionEvents).
+  std::function<void(std::chrono::nanoseconds round_trip)> kept_alive;
+  std::function<void()> keep_alive_failed;
 };
 
 /// Owns the etcd session and every reserver it made. Thread-safe.

@@ -103,6 +103,15 @@ std::chrono::milliseconds Session::margin() const { return std::max(std::chrono:
 
 bool Session::confirmed() const { return steady_ms() < confirmed_until_.load() - margin().count(); }
 
+std::chrono::milliseconds Session::since_confirmed() const {
+  return std::chrono::milliseconds(steady_ms() - confirmed_at_.load());
+}
+
+void Session::confirm(int64_t sent, int64_t ttl_ms) {
+  if (sent + ttl_ms > confirmed_until_.load()) confirmed_until_.store(sent + ttl_ms);
+  if (sent > confirmed_at_.load()) confirmed_at_.store(sent);
+}
+
 std::vector<Claim> Session::claims() const {
   std::lock_guard lock(mu_);
   return claims_;
@@ -114,7 +123,7 @@ Result<std::unique_ptr<Session>> Session::open(SessionOptions options) {
   std::unique_ptr<Session> s(new Session(std::move(options), std::move(*client)));
   const auto t0 = s->steady_ms();
   if (auto st = s->claim({}); !st) return st.error();
-  s->confirmed_until_.store(t0 + s->ttl_ms_.load());
+  s->confirm(t0, s->ttl_ms_.load());
   return s;
 }
 
@@ -258,6 +267,7 @@ bool Session::run_stream(size_t ep) {
   // Opening the stream can block too (a member that accepts TCP but never answers), so the
   // monitor's clock starts before it.
   int64_t sent = steady_ms();
+  auto sent_at = std::chrono::steady_clock::now();  // for the round trip, finer than `sent`
   pending_since_.store(sent);
   auto stream = client_->lease_stub(ep).LeaseKeepAlive(&ctx);
   bool lost = false;
@@ -268,16 +278,25 @@ bool Session::run_stream(size_t ep) {
     etcdserverpb::LeaseKeepAliveResponse resp;
     if (!first) {
       sent = steady_ms();
+      sent_at = std::chrono::steady_clock::now();
       pending_since_.store(sent);
     }
-    if (!stream->Write(req) || !stream->Read(&resp)) break;
+    if (!stream->Write(req) || !stream->Read(&resp)) {
+      bool stopping = false;
+      {
+        std::lock_guard lock(mu_);
+        stopping = stop_;
+      }
+      if (!stopping && events_.on_keep_alive_failed) events_.on_keep_alive_failed();
+      break;
+    }
     pending_since_.store(0);
     if (resp.ttl() <= 0) {
       lost = true;
       break;
     }
-    const int64_t until = sent + resp.ttl() * 1000;
-    if (until > confirmed_until_.load()) confirmed_until_.store(until);
+    confirm(sent, resp.ttl() * 1000);
+    if (events_.on_keep_alive) events_.on_keep_alive(std::chrono::steady_clock::now() - sent_at);
     client_->prefer(ep);
     cv_.notify_all();
     if (wait_stop(interval)) break;
@@ -311,7 +330,7 @@ void Session::reclaim() {
       // operator, tests/cli/test_cluster.py) then never meets the old lease's generators.
       if (events_.on_reclaimed) events_.on_reclaimed(now);
       spdlog::info("claimed machine id {} again under etcd lease {:x}", ids, lease_.load());
-      confirmed_until_.store(t0 + ttl_ms_.load());
+      confirm(t0, ttl_ms_.load());
       cv_.notify_all();
       return;
     }

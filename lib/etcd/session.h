@@ -48,6 +48,11 @@ struct SessionEvents {
   /// claims must be replaced (start_after in each claim) before on_available() follows; the
   /// old reservers refuse to write from now on.
   std::function<void(const std::vector<Claim>& claims)> on_reclaimed;
+  /// A keep-alive was answered and confirmed the lease, `round_trip` after it was sent.
+  std::function<void(std::chrono::nanoseconds round_trip)> on_keep_alive;
+  /// A keep-alive got no answer: its stream failed, or was cancelled as stuck (etcd frozen or
+  /// partitioned); the next endpoint is tried.
+  std::function<void()> on_keep_alive_failed;
 };
 
 /// Holds the lease and its claims. Thread-safe. Destroying a session stops its threads but
@@ -79,6 +84,9 @@ class Session {
   /// True while the lease is confirmed recently enough to issue IDs: a cheap check for the
   /// request path, in addition to the on_unavailable() push.
   bool confirmed() const;
+  /// How long ago the request that last confirmed the lease was sent (the lease is certain for
+  /// a TTL from then); it keeps growing while etcd does not answer and while claiming again.
+  std::chrono::milliseconds since_confirmed() const;
 
   /// Stops the keep-alive and monitor threads (no more events); the lease then runs out unless
   /// close() revokes it. Idempotent.
@@ -103,6 +111,8 @@ class Session {
   /// Sleeps up to `d`, returning early (true) when the session is stopping.
   bool wait_stop(std::chrono::milliseconds d);
   int64_t steady_ms() const;
+  /// The lease is certain from `sent` (steady ms) for `ttl_ms`.
+  void confirm(int64_t sent, int64_t ttl_ms);
 
   SessionOptions opt_;
   std::unique_ptr<Client> client_;
@@ -112,6 +122,8 @@ class Session {
   /// Steady-clock milliseconds until which etcd certainly keeps the lease: the time the last
   /// confirmed request was sent plus the TTL.
   std::atomic<int64_t> confirmed_until_{0};
+  /// Steady-clock milliseconds when the request that last confirmed the lease was sent.
+  std::atomic<int64_t> confirmed_at_{0};
   /// When the keep-alive request in flight was sent (0: none), for cancelling a stuck stream.
   std::atomic<int64_t> pending_since_{0};
 

@@ -810,6 +810,9 @@ std::string IdService::metrics_text() const {
     const double ahead = std::chrono::duration<double>(g->ready_at(Block{*last, 1}) - now).count();
     write_sample(out, "zaptid_newest_id_ahead_seconds", fmt::format("machine_id=\"{}\"", g->machine_id()), ahead);
   }
+  std::vector<const Generator*> generators;
+  for (const auto& lane : lanes_) generators.push_back(lane.load(std::memory_order_acquire));
+  write_clock_step_backs(out, generators);
   write_family(out, "zaptid_lane_ceiling_ids_per_second", "gauge", "The most IDs one lane (machine id) can issue per second.");
   write_sample(out, "zaptid_lane_ceiling_ids_per_second", "", layout_.ceiling_per_second());
   write_family(out, "zaptid_time_left_seconds", "gauge", "Seconds until the layout's time field runs out.");

@@ -12,6 +12,8 @@
 
 #include <fmt/format.h>
 
+#include "core/generator.h"
+
 namespace zaptid::server {
 
 namespace {
@@ -58,15 +60,16 @@ void Histogram::write(std::string& out, std::string_view name, std::string_view 
   // count, never the other way round, so +Inf (the count) is never below the last bucket.
   const uint64_t count = count_.load(std::memory_order_relaxed);
   const uint64_t sum_ns = sum_ns_.load(std::memory_order_relaxed);
+  const std::string_view comma = labels.empty() ? "" : ",";
   uint64_t cumulative = 0;
   for (size_t i = 0; i < kLatencyBuckets.size(); ++i) {
     cumulative += buckets_[i].load(std::memory_order_relaxed);
-    out += fmt::format("{}_bucket{{{},le=\"{}\"}} {}\n", name, labels, format_value(kLatencyBuckets[i]),
+    out += fmt::format("{}_bucket{{{}{}le=\"{}\"}} {}\n", name, labels, comma, format_value(kLatencyBuckets[i]),
                        std::min(cumulative, count));
   }
-  out += fmt::format("{}_bucket{{{},le=\"+Inf\"}} {}\n", name, labels, count);
-  out += fmt::format("{}_sum{{{}}} {}\n", name, labels, format_value(static_cast<double>(sum_ns) / 1e9));
-  out += fmt::format("{}_count{{{}}} {}\n", name, labels, count);
+  out += fmt::format("{}_bucket{{{}{}le=\"+Inf\"}} {}\n", name, labels, comma, count);
+  write_sample(out, fmt::format("{}_sum", name), labels, static_cast<double>(sum_ns) / 1e9);
+  write_sample(out, fmt::format("{}_count", name), labels, count);
 }
 
 Metrics::Metrics(size_t lanes) : lane_count_(lanes), lanes_(new LaneCounters[lanes]) {}
@@ -157,6 +160,21 @@ std::string escape_label(std::string_view value) {
     }
   }
   return out;
+}
+
+void write_clock_step_backs(std::string& out, const std::vector<const Generator*>& lanes) {
+  std::vector<std::pair<std::string, ClockStepBacks>> seen;
+  for (const Generator* g : lanes) seen.emplace_back(fmt::format("machine_id=\"{}\"", g->machine_id()), g->clock_step_backs());
+  const auto seconds = [](Nanos d) { return std::chrono::duration<double>(d).count(); };
+  write_family(out, "zaptid_clock_step_backs_total", "counter",
+               "Times the clock read behind a tick it had already shown (NTP or an operator set it back); the "
+               "readings while it catches up count once.");
+  for (const auto& [labels, s] : seen) write_sample(out, "zaptid_clock_step_backs_total", labels, s.count);
+  write_family(out, "zaptid_clock_step_back_seconds_total", "counter",
+               "The sizes of those step-backs added up (each to within one tick).");
+  for (const auto& [labels, s] : seen) write_sample(out, "zaptid_clock_step_back_seconds_total", labels, seconds(s.total));
+  write_family(out, "zaptid_clock_step_back_max_seconds", "gauge", "The largest of those step-backs.");
+  for (const auto& [labels, s] : seen) write_sample(out, "zaptid_clock_step_back_max_seconds", labels, seconds(s.largest));
 }
 
 void write_process_metrics(std::string& out) {

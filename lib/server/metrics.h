@@ -11,6 +11,11 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
+
+namespace zaptid {
+class Generator;
+}
 
 namespace zaptid::server {
 
@@ -35,7 +40,8 @@ inline constexpr std::array<double, 14> kLatencyBuckets = {0.0001, 0.00025, 0.00
 class Histogram {
  public:
   void observe(std::chrono::nanoseconds elapsed);
-  /// Appends `name`_bucket/_sum/_count lines with `labels` (`a="b",c="d"`, no braces).
+  uint64_t count() const { return count_.load(std::memory_order_relaxed); }
+  /// Appends `name`_bucket/_sum/_count lines with `labels` (`a="b",c="d"`, no braces; may be empty).
   void write(std::string& out, std::string_view name, std::string_view labels) const;
 
  private:
@@ -97,6 +103,10 @@ void write_sample(std::string& out, std::string_view name, std::string_view labe
 void write_sample(std::string& out, std::string_view name, std::string_view labels, uint64_t value);
 /// A label value escaped as the exposition format wants (backslash, double quote, newline).
 std::string escape_label(std::string_view value);
+
+/// The clock step-backs each lane's generator saw (Generator::clock_step_backs()), labelled by
+/// the lane's machine id.
+void write_clock_step_backs(std::string& out, const std::vector<const Generator*>& lanes);
 
 /// The standard process_* metrics of this process, read from /proc: CPU seconds, resident and
 /// virtual memory, open and maximum descriptors, start time.

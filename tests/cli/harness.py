@@ -4,6 +4,7 @@ Every test gets its own temporary folder and state folder, a clean environment (
 from the caller), and never a fixed port: servers listen on port 0 and report the real one.
 """
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -11,6 +12,17 @@ import unittest
 
 ZAPTID = os.environ.get("ZAPTID_BIN") or os.path.abspath(
     os.path.join(os.path.dirname(__file__), "..", "..", "build", "cli", "zaptid"))
+
+LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+
+
+def faketime_preload():
+    """LD_PRELOAD to run zaptid under libfaketime. An AddressSanitizer build must find its runtime
+    first in the preload list, so it goes first."""
+    libs = subprocess.run(["ldd", ZAPTID], capture_output=True, text=True).stdout
+    preload = [m.group(1) for m in [re.search(r"^\s*libasan\.so\S*\s+=>\s+(\S+)", libs, re.M)] if m]
+    return ":".join(preload + [LIBFAKETIME])
+
 
 SONYFLAKE_KEY = "e1409529600000-u10-t39-s8-m16-sm"
 RECORD_SIZE = 256

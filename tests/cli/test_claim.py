@@ -4,7 +4,6 @@ Every case ends with 0 duplicates among all IDs issued, or with a clear refusal.
 real zaptid processes, run as different users (uids) where the test runs as root.
 """
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -12,7 +11,7 @@ import threading
 import time
 import unittest
 
-from harness import ZAPTID, ZaptidTestCase, recorded_id, start_server
+from harness import LIBFAKETIME, ZAPTID, ZaptidTestCase, faketime_preload, recorded_id, start_server
 
 SONYFLAKE_EPOCH_MS = 1409529600000
 
@@ -202,21 +201,15 @@ class ClaimTest(ZaptidTestCase):
         self.assertEqual(self.finish(first)[0], 0)
 
 
-LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
-
-
 @unittest.skipUnless(os.path.exists(LIBFAKETIME), "needs libfaketime (Debian: faketime)")
 class ClockFaultTest(ZaptidTestCase):
     """Real clock faults through libfaketime: the process's own clock is wrong, not the host's."""
 
     def faketime(self, when, *args, env=None):
         """Runs zaptid with libfaketime preloaded and FAKETIME=when (libfaketime's own syntax: "-1h"
-        is an hour back, "@2013-01-01 00:00:00" starts the clock there). An AddressSanitizer build
-        must find its runtime first in the preload list, so it goes first."""
+        is an hour back, "@2013-01-01 00:00:00" starts the clock there)."""
         run_env = dict(env or self.env)
-        libs = subprocess.run(["ldd", ZAPTID], capture_output=True, text=True).stdout
-        preload = [m.group(1) for m in [re.search(r"^\s*libasan\.so\S*\s+=>\s+(\S+)", libs, re.M)] if m]
-        run_env["LD_PRELOAD"] = ":".join(preload + [LIBFAKETIME])
+        run_env["LD_PRELOAD"] = faketime_preload()
         run_env["FAKETIME"] = when
         run_env["FAKETIME_DONT_RESET"] = "1"
         return subprocess.run([ZAPTID, *map(str, args)], capture_output=True, text=True, env=run_env, timeout=60)

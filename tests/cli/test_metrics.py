@@ -16,7 +16,7 @@ import urllib.request
 import grpc
 
 import etcd_harness as eh
-from harness import ZaptidTestCase, free_port, raw_channel_call
+from harness import LIBFAKETIME, ZaptidTestCase, faketime_preload, free_port, raw_channel_call
 
 METRICS = re.compile(r" metrics=(\S+)")
 
@@ -61,6 +61,11 @@ class MetricsTestCase(ZaptidTestCase):
         self.assertEqual(headers["Content-Type"], "text/plain; version=0.0.4; charset=utf-8")
         return body
 
+    def assertPromtoolAccepts(self, text):
+        check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True,
+                               timeout=60)
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+
 
 class MetricsTest(MetricsTestCase):
 
@@ -95,16 +100,14 @@ class MetricsTest(MetricsTestCase):
         self.assertGreater(s["process_resident_memory_bytes"], 1 << 20)
         self.assertGreater(s["process_open_fds"], 3)
         self.assertLess(abs(s["process_start_time_seconds"] - time.time()), 120)
-        check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True,
-                               timeout=60)
-        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+        self.assertPromtoolAccepts(text)
 
     @unittest.skipUnless(shutil.which("promtool"), "needs promtool (Debian: prometheus)")
     def test_example_alert_rules_are_valid(self):
         rules = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "zaptid-alerts.yml")
         check = subprocess.run(["promtool", "check", "rules", rules], capture_output=True, text=True, timeout=60)
         self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
-        self.assertIn("SUCCESS: 5 rules found", check.stdout)
+        self.assertIn("SUCCESS: 8 rules found", check.stdout)
 
     def test_refusals_counted_by_reason(self):
         # Two IDs a second: Gen calls with a 300 ms deadline soon cannot be served in time.
@@ -123,6 +126,34 @@ class MetricsTest(MetricsTestCase):
         self.assertEqual(s[f'grpc_server_handled_total{{{method("Gen")},grpc_code="UNAVAILABLE"}}'], refused)
         self.assertEqual(s["zaptid_lane_ceiling_ids_per_second"], 2)
         self.assertGreaterEqual(s['zaptid_ids_issued_total{machine_id="4102"}'], served)
+
+    def test_high_water_writes_and_their_failures(self):
+        server = self.serve(machine_id=4109)
+        server.client.gen()
+        s = samples(self.scrape(server))
+        writes = s['zaptid_high_water_writes_total{store="file"}']
+        self.assertGreaterEqual(writes, 1)  # the first ID reserves a window ahead
+        self.assertEqual(s['zaptid_high_water_write_seconds_count{store="file"}'], writes)
+        self.assertEqual(s['zaptid_high_water_write_failures_total{store="file"}'], 0)
+        # The state record replaced by a folder: the next window cannot be recorded. Full batches
+        # reach past the window (12,800 IDs ahead) within three calls.
+        state = os.path.join(self.env["ZAPTID_STATE_DIR"], "machine-4109.state")
+        os.remove(state)
+        os.mkdir(state)
+        failed = 0
+        for _ in range(3):
+            try:
+                server.client.batch(6400, timeout=10)
+            except grpc.RpcError as e:
+                self.assertEqual(e.code(), grpc.StatusCode.INTERNAL, e.details())
+                self.assertIn("is a folder", e.details())
+                failed += 1
+        self.assertGreater(failed, 0)
+        s = samples(self.scrape(server))
+        self.assertEqual(s['zaptid_high_water_write_failures_total{store="file"}'], failed)
+        self.assertGreaterEqual(s['zaptid_high_water_writes_total{store="file"}'], writes + failed)
+        self.assertEqual(s['zaptid_high_water_write_seconds_count{store="file"}'],
+                         s['zaptid_high_water_writes_total{store="file"}'])
 
     def test_health_endpoints_and_everything_else(self):
         server = self.serve(machine_id=4103)
@@ -217,17 +248,102 @@ class MetricsTest(MetricsTestCase):
         self.assertEqual(server.stop(), 0)
 
 
+@unittest.skipUnless(os.path.exists(LIBFAKETIME), "needs libfaketime (Debian: faketime)")
+class ClockStepBackTest(MetricsTestCase):
+    """The server's own clock set back through libfaketime, whose offset it re-reads from a file on
+    every reading; the real clock goes on."""
+
+    def test_step_backs_are_counted_once_each_with_their_size(self):
+        offset = os.path.join(self.tmp, "faketime")
+        with open(offset, "w") as f:
+            f.write("+0\n")
+        env = {"LD_PRELOAD": faketime_preload(), "FAKETIME_TIMESTAMP_FILE": offset, "FAKETIME_NO_CACHE": "1",
+               "FAKETIME_DONT_FAKE_MONOTONIC": "1", "FAKETIME_DONT_RESET": "1"}
+        server = self.start_server("--metrics-listen", "127.0.0.1:0", machine_id=4110, env=env)
+        server.metrics = METRICS.search(server.start_line).group(1)
+        server.client = eh.IdClient(server.address)
+        self.addCleanup(server.client.close)
+
+        def step_to(when):
+            with open(offset, "w") as f:
+                f.write(when + "\n")
+
+        def clock_metrics():
+            s = samples(self.scrape(server))
+            lane = 'machine_id="4110"'
+            return (s[f"zaptid_clock_step_backs_total{{{lane}}}"], s[f"zaptid_clock_step_back_seconds_total{{{lane}}}"],
+                    s[f"zaptid_clock_step_back_max_seconds{{{lane}}}"],
+                    s[f'zaptid_refusals_total{{{lane},reason="clock_behind"}}'])
+
+        for _ in range(3):
+            server.client.gen()
+        self.assertEqual(clock_metrics(), (0, 0, 0, 0))
+        # Three seconds back: more than --max-clock-wait (1s), so Gen is refused while it lasts. With
+        # 10 s to its deadline a call is admitted and refused by the generator (clock behind); with
+        # 2 s admission refuses it first (its IDs would be ready after its deadline).
+        step_to("-3")
+        for timeout, reason in ((10, "the clock is"), (10, "the clock is"), (2, "over capacity")):
+            with self.assertRaises(grpc.RpcError) as refused:
+                server.client.gen(timeout=timeout)
+            self.assertEqual(refused.exception.code(), grpc.StatusCode.UNAVAILABLE)
+            self.assertIn(reason, refused.exception.details())
+        count, total, largest, behind = clock_metrics()
+        self.assertEqual((count, behind), (1, 2))  # one step, however many readings saw it
+        # Measured from the start of the newest tick (10 ms), less the real time since the last ID.
+        self.assertGreater(largest, 2.0)
+        self.assertLessEqual(largest, 3.0)
+        self.assertEqual(total, largest)
+        if shutil.which("promtool"):
+            self.assertPromtoolAccepts(self.scrape(server))
+        # Forward again, then back again: a second step, seen by admission alone.
+        step_to("+0")
+        server.client.gen()
+        step_to("-3")
+        with self.assertRaises(grpc.RpcError) as refused:
+            server.client.gen(timeout=2)
+        self.assertIn("over capacity", refused.exception.details())
+        count, total2, largest2, behind = clock_metrics()
+        self.assertEqual((count, behind), (2, 2))
+        self.assertGreater(total2 - total, 2.0)
+        self.assertLessEqual(largest2, 3.0)
+
+
 @unittest.skipUnless(shutil.which("etcd"), "needs etcd (Debian: etcd-server)")
 class ReadyzEtcdTest(MetricsTestCase):
 
-    def test_readyz_follows_the_lease(self):
+    def metrics_until(self, server, done, timeout):
+        """The samples of the first scrape for which done(samples) holds, or of the last one."""
+        for _ in eh.deadline_loop(timeout):
+            s = samples(get(server.metrics, "/metrics")[1])
+            if done(s):
+                break
+        return s
+
+    def test_readyz_and_the_lease_metrics_follow_the_lease(self):
         cluster = eh.EtcdCluster(os.path.join(self.tmp, "etcd"), 1)
         self.addCleanup(cluster.stop)
         server = self.start_server("--metrics-listen", "127.0.0.1:0", "--machine-id-from", "etcd",
                                    "--etcd-endpoints", cluster.endpoints, "--lease-ttl", "2s",
                                    "--machine-id-range", "0-1", machine_id=None)
         server.metrics = METRICS.search(server.start_line).group(1)
+        client = eh.IdClient(server.address)
+        self.addCleanup(client.close)
+        client.gen()  # records a high-water in etcd first
         self.assertEqual(get(server.metrics, "/readyz")[:2], (200, "ready\n"))
+        # A keep-alive every TTL/3.
+        s = self.metrics_until(server, lambda s: s["zaptid_etcd_keepalive_seconds_count"] >= 2, 10)
+        self.assertGreaterEqual(s["zaptid_etcd_keepalive_seconds_count"], 2)
+        self.assertEqual(s["zaptid_etcd_keepalive_failures_total"], 0)
+        self.assertEqual(s["zaptid_etcd_lease_confirmed"], 1)
+        self.assertEqual(s["zaptid_etcd_lease_ttl_seconds"], 2)
+        self.assertLess(s["zaptid_etcd_lease_seconds_since_confirmed"], 2)
+        self.assertGreaterEqual(s['zaptid_high_water_writes_total{store="etcd"}'], 1)
+        self.assertEqual(s['zaptid_high_water_write_seconds_count{store="etcd"}'],
+                         s['zaptid_high_water_writes_total{store="etcd"}'])
+        self.assertEqual(s['zaptid_high_water_write_failures_total{store="etcd"}'], 0)
+        if shutil.which("promtool"):
+            self.assertPromtoolAccepts(get(server.metrics, "/metrics")[1])
+
         cluster.nodes[0].freeze()
         for _ in eh.deadline_loop(10):
             status, body, _ = get(server.metrics, "/readyz")
@@ -236,13 +352,29 @@ class ReadyzEtcdTest(MetricsTestCase):
         self.assertEqual(status, 503)
         self.assertIn("etcd lease", body)
         self.assertEqual(body.count("\n"), 1)
-        self.assertEqual(samples(get(server.metrics, "/metrics")[1])["zaptid_ready"], 0)
+        # Stuck keep-alives are given up after TTL/4 and counted; none is answered while frozen.
+        s = self.metrics_until(server, lambda s: s["zaptid_etcd_keepalive_failures_total"] >= 2, 10)
+        self.assertGreaterEqual(s["zaptid_etcd_keepalive_failures_total"], 2)
+        self.assertEqual(s["zaptid_ready"], 0)
+        self.assertEqual(s["zaptid_etcd_lease_confirmed"], 0)
+        self.assertGreaterEqual(s["zaptid_etcd_lease_seconds_since_confirmed"], 1.5)  # TTL less the 0.5 s margin
+        later = self.metrics_until(server, lambda later: later["zaptid_etcd_lease_seconds_since_confirmed"]
+                                   > s["zaptid_etcd_lease_seconds_since_confirmed"], 5)
+        self.assertGreater(later["zaptid_etcd_lease_seconds_since_confirmed"],
+                           s["zaptid_etcd_lease_seconds_since_confirmed"])
+        self.assertEqual(later["zaptid_etcd_keepalive_seconds_count"], s["zaptid_etcd_keepalive_seconds_count"])
+
         cluster.nodes[0].thaw()
         for _ in eh.deadline_loop(30):
             status, body, _ = get(server.metrics, "/readyz")
             if status == 200:
                 break
         self.assertEqual((status, body), (200, "ready\n"))
+        after = self.metrics_until(server, lambda after: after["zaptid_etcd_keepalive_seconds_count"]
+                                   > later["zaptid_etcd_keepalive_seconds_count"], 10)
+        self.assertGreater(after["zaptid_etcd_keepalive_seconds_count"], later["zaptid_etcd_keepalive_seconds_count"])
+        self.assertEqual(after["zaptid_etcd_lease_confirmed"], 1)
+        self.assertLess(after["zaptid_etcd_lease_seconds_since_confirmed"], 2)
 
 
 @unittest.skipUnless(shutil.which("prometheus"), "needs prometheus (Debian: prometheus)")
