@@ -24,6 +24,20 @@
 #include "serve_limits.h"
 
 namespace zaptid::cli {
+namespace {
+
+/// The process-wide guards' counts (serve_limits.h, reset_guard.h) for /metrics.
+void write_guard_metrics(std::string& out) {
+  constexpr std::string_view kName = "zaptid_connections_closed_total";
+  server::write_family(out, kName, "counter",
+                       "Connections the server closed itself, by reason: stream_resets (a client reset more calls "
+                       "than --max-stream-resets within a second), out_of_descriptors (accepted and closed at once "
+                       "while no descriptor was free).");
+  server::write_sample(out, kName, "reason=\"stream_resets\"", reset_guard_closed());
+  server::write_sample(out, kName, "reason=\"out_of_descriptors\"", accept_guard_counts().closed);
+}
+
+}  // namespace
 
 void setup_serve(CLI::App& app, Action& action) {
   auto opt = std::make_shared<ServeOptions>();
@@ -338,6 +352,7 @@ int run_serve(const ServeOptions& opt) {
     mo.metrics = [s = service.get(), &lanes] {
       std::string out = s->metrics_text();
       if (lanes.write_metrics) lanes.write_metrics(out);
+      write_guard_metrics(out);
       return out;
     };
     mo.not_ready = [s = service.get()] { return s->not_ready_reason(); };

@@ -1,6 +1,7 @@
 """zaptid serve under abusive and careless clients (issue 13): descriptors, memory, unix sockets,
 log floods, shutdown and reflection. Loopback only; every test bounded to a few seconds."""
 import os
+import re
 import resource
 import signal
 import socket
@@ -289,14 +290,24 @@ class LimitsTest(ZaptidTestCase):
             return False
 
     def test_resets_up_to_the_limit_keep_the_connection(self):
-        s = self.serve("--max-stream-resets", "50")
+        import urllib.request
+        s = self.serve("--max-stream-resets", "50", "--metrics-listen", "127.0.0.1:0")
+        metrics = "http://%s/metrics" % re.search(r" metrics=(\S+)", s.start_line).group(1)
+        closed = 'zaptid_connections_closed_total{reason="stream_resets"} '
+
+        def closed_count():
+            with urllib.request.urlopen(metrics, timeout=5) as r:
+                line = [l for l in r.read().decode().splitlines() if l.startswith(closed)]
+            return int(line[0][len(closed):])
         sock = socket.create_connection(("127.0.0.1", s.port), timeout=10)
         self.addCleanup(sock.close)
         self.assertTrue(self.alive_after(sock, resets=50))
+        self.assertEqual(closed_count(), 0)
         over = socket.create_connection(("127.0.0.1", s.port), timeout=10)
         self.addCleanup(over.close)
         self.assertFalse(self.alive_after(over, resets=5000))
         s.wait_for(r"closed a connection from 127\.0\.0\.1:\d+: more than 50 stream resets within 1s")
+        self.assertEqual(closed_count(), 1)
         self.assertServes(s.address)
 
     def test_max_stream_resets_0_turns_the_guard_off(self):
