@@ -8,7 +8,7 @@
 #include "cmd_decode.h"
 #include "cmd_gen.h"
 #include "cmd_version.h"
-#include "common.h"
+#include "output.h"
 #include "core/parse.h"
 #include "core/version.h"
 #include "logging.h"

@@ -3,7 +3,7 @@
 // real ones, so both parse the same command line.
 #pragma once
 
-#include "common.h"
+#include "subcommand.h"
 
 namespace zaptid::cli {
 

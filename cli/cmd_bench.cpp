@@ -8,6 +8,8 @@
 #include "client/channel.h"
 #include "cmd_get.h"
 #include "idgen.grpc.pb.h"
+#include "option_checks.h"
+#include "output.h"
 
 namespace zaptid::cli {
 namespace {

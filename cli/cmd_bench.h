@@ -5,7 +5,7 @@
 
 #include <string>
 
-#include "common.h"
+#include "subcommand.h"
 
 namespace zaptid::cli {
 

@@ -2,7 +2,9 @@
 
 #include <fmt/format.h>
 
+#include "core/clock.h"
 #include "core/parse.h"
+#include "option_checks.h"
 
 namespace zaptid::cli {
 void setup_compose(CLI::App& app, Action& action) {

@@ -4,7 +4,8 @@
 #include <optional>
 #include <string>
 
-#include "common.h"
+#include "layout_options.h"
+#include "output.h"
 
 namespace zaptid::cli {
 

@@ -10,6 +10,8 @@
 #include <map>
 
 #include "core/parse.h"
+#include "option_checks.h"
+#include "output.h"
 #include "std_fds.h"
 
 namespace zaptid::cli {

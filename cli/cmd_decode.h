@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "common.h"
+#include "layout_options.h"
 
 namespace zaptid::cli {
 

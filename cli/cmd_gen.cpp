@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/parse.h"
+#include "option_checks.h"
 
 namespace zaptid::cli {
 void setup_gen(CLI::App& app, Action& action) {

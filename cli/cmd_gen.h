@@ -1,7 +1,9 @@
 // zaptid gen: IDs made locally, no server.
 #pragma once
 
-#include "common.h"
+#include "layout_options.h"
+#include "machine_identity.h"
+#include "output.h"
 
 namespace zaptid::cli {
 

@@ -9,6 +9,7 @@
 #include "cmd_decode.h"
 #include "core/parse.h"
 #include "idgen.grpc.pb.h"
+#include "option_checks.h"
 #include "server/grpc_log.h"
 
 namespace zaptid::cli {

@@ -4,7 +4,8 @@
 #include <string>
 
 #include "client/channel.h"
-#include "common.h"
+#include "output.h"
+#include "subcommand.h"
 
 namespace zaptid::cli {
 

@@ -15,6 +15,8 @@
 #include "client/channel.h"
 #include "core/parse.h"
 #include "core/version.h"
+#include "option_checks.h"
+#include "serve_limits.h"
 #include "server/grpc_log.h"
 #include "server/id_service.h"
 #include "server/listen.h"

@@ -6,7 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "common.h"
+#include "layout_options.h"
+#include "machine_identity.h"
 #include "serve_etcd.h"
 
 namespace zaptid::server {

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "core/version.h"
+#include "output.h"
 
 namespace zaptid::cli {
 

@@ -1,7 +1,7 @@
 // zaptid version: the version, as `zaptid --version` prints it.
 #pragma once
 
-#include "common.h"
+#include "subcommand.h"
 
 namespace zaptid::cli {
 

@@ -1,6 +1,6 @@
 #include "logging.h"
 
-#include "common.h"
+#include "output.h"
 
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_sinks.h>

@@ -13,6 +13,7 @@
 #include "cmd_serve.h"
 #include "core/parse.h"
 #include "etcd/leased_lanes.h"
+#include "option_checks.h"
 #include "server/grpc_log.h"
 #include "server/id_service.h"
 #include "server/store_metrics.h"

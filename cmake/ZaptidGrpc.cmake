@@ -9,7 +9,7 @@
 # shared (ZAPTID_STATIC_OPENSSL=OFF): Debian fixes their security bugs, and a shared copy takes
 # those fixes without a rebuild; docs/ARCHITECTURE.md has what a static copy would save.
 # dpkg-shlibdeps then derives the .deb's Depends from what is left shared (libc6, libstdc++6,
-# libssl3, zlib1g, libspdlog1.10, libfmt9).
+# libssl3, zlib1g; fmt and spdlog are compiled in, libmicrohttpd is named by hand).
 # A ThreadSanitizer build links the shared libraries by default: tests/tsan.supp names them
 # (called_from_lib) and ignore_noninstrumented_modules=1 skips them as modules, which does not
 # work for uninstrumented code linked into the executable itself.

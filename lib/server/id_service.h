@@ -133,7 +133,7 @@ class IdService {
   /// waiter thread; later calls that must wait get the same. Part of shutdown(). Idempotent.
   void stop_waiting();
 
-  // For the call objects in id_service.cpp.
+  // For the call objects in calls.{h,cpp}.
   void issue(IssueCall& call, uint64_t count);
   /// Gives an admitted call's IDs back to its peer's share (it is delivered or failed). Idempotent.
   void settle(IssueCall& call);

@@ -1,6 +1,7 @@
 #include "server/metrics_http.h"
 
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <sys/socket.h>
@@ -9,6 +10,7 @@
 #include <cerrno>
 #include <cstdarg>
 #include <cstring>
+#include <type_traits>
 
 #include <fmt/format.h>
 
@@ -18,6 +20,50 @@
 namespace zaptid::server {
 
 namespace {
+
+// libmicrohttpd is opened when serve is asked to serve metrics, not linked: linked, it and the
+// GnuTLS it needs (ten libraries with their own) would load at every start of zaptid-net, a
+// one-shot `get` included, for an endpoint only serve uses (docs/ARCHITECTURE.md).
+constexpr const char* kMhdLibrary = "libmicrohttpd.so.12";
+
+struct Mhd {
+  decltype(&MHD_start_daemon) start_daemon = nullptr;
+  decltype(&MHD_stop_daemon) stop_daemon = nullptr;
+  decltype(&MHD_create_response_from_buffer) create_response_from_buffer = nullptr;
+  decltype(&MHD_add_response_header) add_response_header = nullptr;
+  decltype(&MHD_queue_response) queue_response = nullptr;
+  decltype(&MHD_destroy_response) destroy_response = nullptr;
+};
+
+// The library's functions, opened once (thread-safe); the error says what is missing.
+Result<const Mhd*> open_mhd() {
+  static const Result<Mhd> loaded = []() -> Result<Mhd> {
+    void* lib = ::dlopen(kMhdLibrary, RTLD_NOW | RTLD_LOCAL);  // kept open for the process
+    if (lib == nullptr) {
+      return Error{ErrorKind::kIo, fmt::format("--metrics-listen needs {}: {} (install libmicrohttpd12)", kMhdLibrary,
+                                               ::dlerror())};
+    }
+    Mhd m;
+    bool missing = false;
+    auto load = [&](auto& fn, const char* name) {
+      fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(::dlsym(lib, name));
+      missing = missing || fn == nullptr;
+    };
+    load(m.start_daemon, "MHD_start_daemon");
+    load(m.stop_daemon, "MHD_stop_daemon");
+    load(m.create_response_from_buffer, "MHD_create_response_from_buffer");
+    load(m.add_response_header, "MHD_add_response_header");
+    load(m.queue_response, "MHD_queue_response");
+    load(m.destroy_response, "MHD_destroy_response");
+    if (missing) return Error{ErrorKind::kIo, fmt::format("{} lacks a function zaptid needs", kMhdLibrary)};
+    return m;
+  }();
+  if (!loaded) return loaded.error();
+  return &*loaded;
+}
+
+// Set by MetricsHttp::start() before the first daemon, so before any request is handled.
+const Mhd* mhd = nullptr;
 
 Result<HostPort> split(const std::string& address) {
   constexpr std::string_view kForms = "host:port or [v6]:port";
@@ -66,13 +112,13 @@ Result<std::pair<int, std::string>> listen_on(const std::string& address) {
 }
 
 MHD_Result respond(MHD_Connection* connection, unsigned status, const std::string& body, const char* type) {
-  MHD_Response* r = MHD_create_response_from_buffer(body.size(), const_cast<char*>(body.data()), MHD_RESPMEM_MUST_COPY);
+  MHD_Response* r = mhd->create_response_from_buffer(body.size(), const_cast<char*>(body.data()), MHD_RESPMEM_MUST_COPY);
   if (r == nullptr) return MHD_NO;
-  MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
-  MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-  if (status == MHD_HTTP_METHOD_NOT_ALLOWED) MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
-  const MHD_Result ret = MHD_queue_response(connection, status, r);
-  MHD_destroy_response(r);
+  mhd->add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+  mhd->add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+  if (status == MHD_HTTP_METHOD_NOT_ALLOWED) mhd->add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+  const MHD_Result ret = mhd->queue_response(connection, status, r);
+  mhd->destroy_response(r);
   return ret;
 }
 
@@ -121,12 +167,15 @@ Status MetricsHttp::check_address(const std::string& address) {
 }
 
 Result<std::unique_ptr<MetricsHttp>> MetricsHttp::start(MetricsHttpOptions options) {
+  auto lib = open_mhd();
+  if (!lib) return lib.error();
+  mhd = *lib;
   std::unique_ptr<MetricsHttp> http(new MetricsHttp(std::move(options)));
   for (const auto& address : http->opt_.addresses) {
     auto sock = listen_on(address);
     if (!sock) return sock.error();
     auto [fd, bound] = *sock;
-    MHD_Daemon* d = MHD_start_daemon(
+    MHD_Daemon* d = mhd->start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, nullptr, nullptr, &handle, &http->opt_,
         // The logger first: libmicrohttpd reports problems with the options after it through it.
         MHD_OPTION_EXTERNAL_LOGGER, &log_mhd, &http->opt_, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT,
@@ -144,7 +193,7 @@ Result<std::unique_ptr<MetricsHttp>> MetricsHttp::start(MetricsHttpOptions optio
 }
 
 MetricsHttp::~MetricsHttp() {
-  for (MHD_Daemon* d : daemons_) MHD_stop_daemon(d);
+  for (MHD_Daemon* d : daemons_) mhd->stop_daemon(d);
 }
 
 }  // namespace zaptid::server

@@ -134,6 +134,21 @@ class NetworkPartTest(ZaptidTestCase):
         with open(NET, "rb") as f:
             self.assertIn(b"grpc-status", f.read())
 
+    def test_neither_part_loads_fmt_spdlog_or_libmicrohttpd(self):
+        # Serve opens libmicrohttpd itself, only for --metrics-listen, so a one-shot get does not
+        # load it and the GnuTLS it brings. fmt and spdlog are compiled in, except in a sanitizer
+        # build (CMakeLists.txt, zaptid_log).
+        for binary in (ZAPTID, NET):
+            needed = subprocess.run(["readelf", "-d", binary], capture_output=True, text=True, check=True).stdout
+            libs = re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", needed)
+            self.assertIn("libc.so.6", libs, binary)
+            sanitized = any(re.match(r"lib[at]san\.", lib) for lib in libs)
+            for lib in libs:
+                with self.subTest(binary=binary, lib=lib):
+                    self.assertNotRegex(lib, r"microhttpd|gnutls")
+                    if not sanitized:
+                        self.assertNotRegex(lib, r"fmt|spdlog")
+
     def test_the_front_describes_the_network_commands_as_they_do(self):
         top = self.zaptid("--help").stdout
         for command in NET_COMMANDS:
