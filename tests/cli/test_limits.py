@@ -24,10 +24,11 @@ GRPC_RESOURCE_EXHAUSTED = 8
 
 
 def sanitized():
-    """True for an AddressSanitizer build: its allocator keeps freed memory in quarantine and
-    ignores malloc_trim, and its shadow memory counts in RSS, so memory bounds do not apply."""
+    """True for an AddressSanitizer or ThreadSanitizer build: their allocators keep freed memory
+    (quarantine, history) and ignore malloc_trim, and their shadow memory counts in RSS, so
+    memory bounds do not apply."""
     libs = subprocess.run(["ldd", ZAPTID], capture_output=True, text=True).stdout
-    return "libasan" in libs
+    return "libasan" in libs or "libtsan" in libs
 
 
 def fd_limit(n):
