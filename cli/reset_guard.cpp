@@ -75,9 +75,15 @@ std::string peer_of(int fd) {
   return "";
 }
 
-Watched* watched(int fd) {
+/// The table slot of `fd`, or nullptr when the guard is off or the number is past the table.
+std::atomic<Watched*>* slot_of(int fd) {
   if (!g_armed.load(std::memory_order_acquire) || fd < 0 || static_cast<size_t>(fd) >= g_table->size()) return nullptr;
-  return (*g_table)[static_cast<size_t>(fd)].load(std::memory_order_acquire);
+  return &(*g_table)[static_cast<size_t>(fd)];
+}
+
+Watched* watched(int fd) {
+  auto* slot = slot_of(fd);
+  return slot == nullptr ? nullptr : slot->load(std::memory_order_acquire);
 }
 
 void closed_one(const std::string& peer) {
@@ -132,12 +138,12 @@ void arm_reset_guard(uint32_t max_resets_per_second) {
 uint64_t reset_guard_closed() { return g_closed.load(std::memory_order_relaxed); }
 
 void reset_guard_accepted(int fd) {
-  if (!g_armed.load(std::memory_order_acquire) || fd < 0 || static_cast<size_t>(fd) >= g_table->size()) return;
-  auto& slot = (*g_table)[static_cast<size_t>(fd)];
-  Watched* w = slot.load(std::memory_order_acquire);
+  auto* slot = slot_of(fd);
+  if (slot == nullptr) return;
+  Watched* w = slot->load(std::memory_order_acquire);
   if (w == nullptr) {
     w = new Watched;  // kept for the descriptor number's later connections
-    slot.store(w, std::memory_order_release);
+    slot->store(w, std::memory_order_release);
   }
   {
     std::lock_guard lock(w->mu);
