@@ -42,6 +42,17 @@ std::string unknown_command(const CLI::App& app) {
   return {};
 }
 
+// The command argv[1] names, or "" when it names none (an option comes first, a typo, nothing).
+// Only that command's options are built then: building every command's costs start-up time
+// (issue 10), and a second command on the line is an error either way ("not expected").
+std::string_view command_named(int argc, char** argv) {
+  if (argc < 2) return {};
+  for (std::string_view name : {"gen", "decode", "compose", "version", "serve", "get", "bench"}) {
+    if (name == argv[1]) return name;
+  }
+  return {};
+}
+
 }  // namespace
 
 int main(int argc, char** argv, NetCommands net) {
@@ -60,11 +71,12 @@ int main(int argc, char** argv, NetCommands net) {
   add_log_options(app, log);
 
   Action action;
-  setup_gen(app, action);
-  setup_decode(app, action);
-  setup_compose(app, action);
-  setup_version(app, action);
-  net(app, action);
+  const std::string_view only = command_named(argc, argv);
+  if (only.empty() || only == "gen") setup_gen(app, action);
+  if (only.empty() || only == "decode") setup_decode(app, action);
+  if (only.empty() || only == "compose") setup_compose(app, action);
+  if (only.empty() || only == "version") setup_version(app, action);
+  net(app, action, only);
 
   try {
     app.parse(argc, argv);

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <climits>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <string>
@@ -47,13 +48,14 @@ std::string net_path() {
 // Stand-ins for serve, get and bench: the same names and descriptions (tests/cli/test_split.py
 // checks them against zaptid-net's), no options of their own. Everything after the name, --help
 // included, is left for zaptid-net to parse.
-void net_commands(CLI::App& app, zaptid::cli::Action& action) {
+void net_commands(CLI::App& app, zaptid::cli::Action& action, std::string_view only) {
   static constexpr std::pair<const char*, const char*> kCommands[] = {
       {"serve", "Serve IDs over gRPC (zaptidgen-compatible IdGen service)"},
       {"get", "Get IDs from a zaptid (or zaptidgen) server"},
       {"bench", "Load-test a zaptid or zaptidgen server and check every ID is unique"},
   };
   for (const auto& [name, description] : kCommands) {
+    if (!only.empty() && only != name) continue;
     auto* sub = app.add_subcommand(name, description);
     sub->set_help_flag();
     sub->fallthrough(false);
@@ -67,5 +69,19 @@ void net_commands(CLI::App& app, zaptid::cli::Action& action) {
 
 int main(int argc, char** argv) {
   g_argv = argv;
+  // `zaptid get ...` and the like: zaptid-net parses the whole command line again, so building
+  // this parser first would only delay it. Anything else (an option before the command, a
+  // misspelt command, --help) goes through the parser, which runs zaptid-net in the same way.
+  if (argc > 1) {
+    for (const char* command : {"serve", "get", "bench"}) {
+      if (std::strcmp(argv[1], command) != 0) continue;
+      try {
+        run_net(command);
+      } catch (const zaptid::cli::Fatal& e) {
+        std::fprintf(stderr, "zaptid: %s\n", e.what());
+        return e.status();
+      }
+    }
+  }
   return zaptid::cli::main(argc, argv, net_commands);
 }

@@ -1,6 +1,7 @@
 // main() of zaptid-net, the network part of zaptid: serve, get and bench. The front (front.cpp)
 // runs it with the user's argv and ZAPTID_FRONT=<its version> (net_part.h), which proves the two
 // parts come from the same build of zaptid.
+#include <absl/synchronization/mutex.h>
 #include <unistd.h>
 
 #include <climits>
@@ -18,10 +19,10 @@
 
 namespace {
 
-void net_commands(CLI::App& app, zaptid::cli::Action& action) {
-  zaptid::cli::setup_serve(app, action);
-  zaptid::cli::setup_get(app, action);
-  zaptid::cli::setup_bench(app, action);
+void net_commands(CLI::App& app, zaptid::cli::Action& action, std::string_view only) {
+  if (only.empty() || only == "serve") zaptid::cli::setup_serve(app, action);
+  if (only.empty() || only == "get") zaptid::cli::setup_get(app, action);
+  if (only.empty() || only == "bench") zaptid::cli::setup_bench(app, action);
 }
 
 }  // namespace
@@ -43,5 +44,9 @@ int main(int argc, char** argv) {
               << zaptid::kVersion << ") come from different builds: reinstall zaptid\n";
     return kExitFailure;
   }
+  // Debian's Abseil is built to check every mutex acquisition for lock-order cycles, gRPC's
+  // included: a debug aid that cost serve a few percent of each request and a one-shot get
+  // about 6% of its time (perf; docs/BENCHMARKS.md). Before gRPC takes its first lock.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   return zaptid::cli::main(argc, argv, net_commands);
 }
