@@ -1,5 +1,7 @@
 #include "cmd_get.h"
 
+#include <malloc.h>
+
 #include <cstdlib>
 
 #include <fmt/format.h>
@@ -188,6 +190,9 @@ void print_info(const idgen::InfoResponse& info, bool json) {
 }  // namespace
 
 int run_get(const GetOptions& opt) {
+  // One malloc arena: gRPC's six threads would each map and trim one of their own (64 MiB of
+  // address space each) for the few allocations they make in a one-shot get.
+  mallopt(M_ARENA_MAX, 1);
   client::use_native_dns_resolver();
   const auto timeout = duration_ms(opt.timeout, "--timeout");
   if (timeout.count() <= 0) throw Fatal(kExitUsage, "--timeout must be at least 1ms");

@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <grpcpp/grpcpp.h>
-#include <absl/synchronization/mutex.h>
 #include <grpcpp/resource_quota.h>
 #include <malloc.h>
 
@@ -264,9 +263,6 @@ int run_serve(const ServeOptions& opt) {
   // One malloc arena: requests are served on one thread, and each extra arena keeps megabytes
   // of freed call memory resident.
   mallopt(M_ARENA_MAX, 1);
-  // Debian's Abseil checks every gRPC mutex acquisition for lock-order cycles (a debug aid that
-  // costs a few percent of each request).
-  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   const Layout layout = resolve_layout(opt.layout);
   const auto shutdown_timeout = duration_ms(opt.shutdown_timeout, "--shutdown-timeout");
   const auto max_clock_wait = duration_ms(opt.identity.max_clock_wait, "--max-clock-wait");
