@@ -184,24 +184,28 @@ Result<std::unique_ptr<HostClaim>> HostClaim::acquire(const HostClaimOptions& o)
   return self;
 }
 
-Status HostClaim::write(Cursor c) {
+Status HostClaim::write(Cursor c, bool sync) {
   const Layout& l = layout_;
   uint64_t id = l.compose(c >> l.bits_sequence, c & l.max_sequence(), machine_id_);
   if (floor_ && *floor_ > id) id = *floor_;  // never below what the records said at the start
   const RecordValue v{machine_id_, id, l.key()};
-  if (auto st = host_->write(v); !st) return st;
-  return state_->write(v);
+  if (sync) {
+    if (auto st = host_->write(v); !st) return st;
+    return state_->write(v);
+  }
+  if (auto st = host_->write_unsynced(v); !st) return st;
+  return state_->write_unsynced(v);
 }
 
 Status HostClaim::reserve_through(Cursor high) {
   if (!claim_) return unavailable("the host claim was released");
-  return write(high);
+  return write(high, true);
 }
 
 Status HostClaim::release(std::optional<Cursor> last_issued) {
   if (!claim_) return Ok{};
   Status st = Ok{};
-  if (last_issued) st = write(*last_issued);
+  if (last_issued) st = write(*last_issued, false);
   claim_.reset();
   return st;
 }

@@ -65,8 +65,10 @@ class HostClaim final : public Reserver {
 
   /// On clean exit: records exactly the ID of the newest cursor this process reserved (nullopt:
   /// leaves the records as they are), so the next process need not wait out the window reserved
-  /// ahead, then gives up the claim. Call at most once; destroying without it also gives up the
-  /// claim and keeps the reserved window.
+  /// ahead, then gives up the claim. That write lowers the records and is not synced: if the
+  /// machine crashes before it reaches the disk, the records keep the reserved window, which is
+  /// as safe and costs the next process only the wait (a one-ID gen saves two disk syncs). Call
+  /// at most once; destroying without it also gives up the claim and keeps the reserved window.
   Status release(std::optional<Cursor> last_issued);
 
   const std::filesystem::path& state_path() const { return state_->path(); }
@@ -74,7 +76,8 @@ class HostClaim final : public Reserver {
 
  private:
   HostClaim() = default;
-  Status write(Cursor c);
+  /// Records the ID of `c` in both records; durably when `sync` (see RecordFile).
+  Status write(Cursor c, bool sync);
 
   Layout layout_;
   uint64_t machine_id_ = 0;
