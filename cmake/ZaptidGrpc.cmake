@@ -7,9 +7,10 @@
 # (libgrpc++-dev, libprotobuf-dev, libabsl-dev, libre2-dev, libc-ares-dev): a network command then
 # starts without the dynamic loader binding some 60 shared libraries. OpenSSL and zlib stay
 # shared (ZAPTID_STATIC_OPENSSL=OFF): Debian fixes their security bugs, and a shared copy takes
-# those fixes without a rebuild; docs/ARCHITECTURE.md has what a static copy would save.
-# dpkg-shlibdeps then derives the .deb's Depends from what is left shared (libc6, libstdc++6,
-# libssl3, zlib1g; fmt and spdlog are compiled in, libmicrohttpd is named by hand).
+# those fixes without a rebuild; docs/ARCHITECTURE.md has what a static copy would save. OpenSSL
+# is then loaded on first use, not at start (ZaptidLazyOpenssl.cmake, ZAPTID_LAZY_OPENSSL).
+# dpkg-shlibdeps then derives the .deb's Depends from what is left linked (libc6, zlib1g; fmt,
+# spdlog and libstdc++ are compiled in; libssl3 and libmicrohttpd12 are named by hand).
 # A ThreadSanitizer build links the shared libraries by default: tests/tsan.supp names them
 # (called_from_lib) and ignore_noninstrumented_modules=1 skips them as modules, which does not
 # work for uninstrumented code linked into the executable itself.
@@ -23,6 +24,8 @@ option(ZAPTID_STATIC_GRPC "Link gRPC, protobuf, abseil, re2 and c-ares from Debi
 option(ZAPTID_STATIC_OPENSSL "Link OpenSSL and zlib statically too (off: take Debian's security updates)" OFF)
 
 add_library(zaptid_grpc INTERFACE)
+# What a target that calls OpenSSL itself (cli/reset_guard.cpp) links.
+set(ZAPTID_OPENSSL_LINK OpenSSL::SSL OpenSSL::Crypto)
 if(NOT ZAPTID_STATIC_GRPC)
   target_link_libraries(zaptid_grpc INTERFACE gRPC::grpc++ protobuf::libprotobuf absl::synchronization)
   return()
@@ -59,7 +62,8 @@ if(ZAPTID_STATIC_OPENSSL)
 else()
   find_package(OpenSSL REQUIRED)
   find_package(ZLIB REQUIRED)
-  set(_zaptid_shared_rest OpenSSL::SSL OpenSSL::Crypto ZLIB::ZLIB)
+  include(ZaptidLazyOpenssl)  # sets ZAPTID_OPENSSL_LINK
+  set(_zaptid_shared_rest ${ZAPTID_OPENSSL_LINK} ZLIB::ZLIB)
 endif()
 
 string(REPLACE ";" "," _zaptid_group "${_zaptid_archives}")

@@ -149,6 +149,30 @@ class NetworkPartTest(ZaptidTestCase):
                     if not sanitized:
                         self.assertNotRegex(lib, r"fmt|spdlog")
 
+    def test_openssl_is_loaded_only_for_tls(self):
+        # zaptid-net calls the shared OpenSSL through stubs that open it on first use
+        # (cmake/ZaptidLazyOpenssl.cmake); a build with ZAPTID_LAZY_OPENSSL=OFF links it as usual.
+        with open(NET, "rb") as f:
+            if b"TLS needs OpenSSL" not in f.read():
+                self.skipTest("this zaptid-net links OpenSSL at start (ZAPTID_LAZY_OPENSSL=OFF)")
+        server = self.start_server(machine_id=43)
+        with open(f"/proc/{server.proc.pid}/maps") as f:
+            self.assertNotRegex(f.read(), r"libssl|libcrypto")
+        # A libssl.so.3 that is not OpenSSL, found first: plaintext never opens it, TLS says so.
+        fake = os.path.join(self.tmp, "fake-openssl")
+        os.mkdir(fake)
+        with open(os.path.join(fake, "fake.c"), "w") as f:
+            f.write("int not_openssl(void) { return 0; }\n")
+        subprocess.run(["cc", "-shared", "-fPIC", "-Wl,-soname,libssl.so.3", "-o", os.path.join(fake, "libssl.so.3"),
+                        os.path.join(fake, "fake.c")], check=True)
+        env = {"LD_LIBRARY_PATH": fake}
+        r = self.zaptid("get", "--server", server.address, env=env)
+        self.assertEqual((r.returncode, r.stderr), (0, ""))
+        self.assertEqual(int(r.stdout) & 0xFFFF, 43)
+        r = self.zaptid("get", "--tls", "--timeout", "2s", "--server", server.address, env=env)
+        self.assertFails(r, 1, "TLS needs OpenSSL, and libssl.so.3 has no function ")
+        self.assertEqual(r.stdout, "")
+
     def test_the_front_describes_the_network_commands_as_they_do(self):
         top = self.zaptid("--help").stdout
         for command in NET_COMMANDS:
