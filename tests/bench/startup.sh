@@ -1,10 +1,11 @@
 #!/bin/sh
 # Start-up cost of zaptid as a script sees it: `version`, `decode ID`, `compose --time T`, `gen`
 # (one ID) and a one-shot `get` (one ID from a local server over TCP), each against an empty C
-# program compiled in the same run. hyperfine runs each command many times; the table shows the
-# median and its ratio to the empty program's median (docs/BENCHMARKS.md, "Start-up").
+# program compiled in the same run. hyperfine runs every command in each of ROUNDS rounds (default
+# 10), RUNS runs of each in all (default 300); the table shows each command's median over all its
+# runs and its ratio to the empty program's (docs/BENCHMARKS.md, "Start-up").
 #
-# Usage: tests/bench/startup.sh [zaptid ...]     (default: build/cli/zaptid)
+# Usage: [RUNS=300] [ROUNDS=10] tests/bench/startup.sh [zaptid ...]   (default: build/cli/zaptid)
 # Several binaries (say this build's and main's) are measured in the same run, side by side.
 # Needs hyperfine (Debian: hyperfine), cc, python3. Run it in a private network namespace
 # (`unshare -n`, docs/BENCHMARKS.md) so the machine ids it claims meet no other zaptid.
@@ -53,14 +54,23 @@ $n gen|$bin gen --machine-id $((200 + n))
 $n get|$bin get --server $server"
 done
 
-set -- --warmup 20 --runs "$runs" -N --export-json "$work/times.json" -n empty "$work/empty"
-echo "$commands" | {
-  while IFS='|' read -r name cmd; do
-    [ -n "$name" ] || continue
-    set -- "$@" -n "$name" "$cmd"
-  done
-  hyperfine --style none "$@" > "$work/hyperfine.txt"
-}
+# Several short rounds, every command in each, pooled: the machine's load drifts over the
+# minutes a run takes, and a command timed only in one stretch of it would carry that stretch.
+rounds=${ROUNDS:-10}
+per_round=$(( (runs + rounds - 1) / rounds ))
+[ "$per_round" -ge 2 ] || per_round=2
+round=0
+while [ $round -lt "$rounds" ]; do
+  round=$((round + 1))
+  set -- --warmup 5 --runs "$per_round" -N --export-json "$work/times-$round.json" -n empty "$work/empty"
+  echo "$commands" | {
+    while IFS='|' read -r name cmd; do
+      [ -n "$name" ] || continue
+      set -- "$@" -n "$name" "$cmd"
+    done
+    hyperfine --style none "$@" > "$work/hyperfine.txt"
+  }
+done
 
 echo "binaries:"
 n=0
@@ -68,13 +78,21 @@ for bin in $(echo "$commands" | sed -n 's/^[0-9]* version|\([^ ]*\) version$/\1/
   n=$((n + 1))
   echo "  $n: $bin ($("$bin" version))"
 done
-python3 - "$work/times.json" << 'PY'
-import json, sys
-results = json.load(open(sys.argv[1]))["results"]
-med = {r["command"]: r["median"] * 1000 for r in results}
-cpu = {r["command"]: (r["user"] + r["system"]) * 1000 for r in results}
+python3 - "$work"/times-*.json << 'PY'
+import json, statistics, sys
+times, cpu_sum, cpu_runs = {}, {}, {}
+for path in sys.argv[1:]:
+    for r in json.load(open(path))["results"]:
+        c = r["command"]
+        times.setdefault(c, []).extend(r["times"])
+        cpu_sum[c] = cpu_sum.get(c, 0) + (r["user"] + r["system"]) * len(r["times"])
+        cpu_runs[c] = cpu_runs.get(c, 0) + len(r["times"])
+med = {c: statistics.median(t) * 1000 for c, t in times.items()}
+cpu = {c: cpu_sum[c] / cpu_runs[c] * 1000 for c in times}
 empty = med.pop("empty")
 empty_cpu = cpu.pop("empty")
+rounds = len(sys.argv) - 1
+print(f"{rounds} rounds, {cpu_runs['empty']} runs of each command in all")
 print(f"empty C program: {empty:.2f} ms wall (median), {empty_cpu:.2f} ms CPU (user + system, mean)")
 names = sorted({c.split()[1] for c in med}, key=["version", "decode", "compose", "gen", "get"].index)
 builds = sorted({c.split()[0] for c in med})
