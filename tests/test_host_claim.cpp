@@ -249,6 +249,14 @@ TEST_CASE("host_claim::records round trip") {
     CHECK(st.message() == "the host claim was released");
     CHECK(s.acquire(s.options(sony, 64910))->start_after() == last);
   }
+  SUBCASE("release writes both records (unsynced), again where deleted while it ran") {
+    fs::remove(s.host_record(64910));
+    const Cursor last = ((kNowTick + 2) << 8) | 7;
+    REQUIRE(claim->release(last).ok());
+    const std::string released = zaptid::format_record({64910, id_at(sony, 64910, last), kSonyKey});
+    CHECK(read(s.host_record(64910)) == released);
+    CHECK(read(s.state_record(64910)) == released);
+  }
   SUBCASE("a holder that dies keeps its reserved window") {
     claim.reset();
     CHECK(s.acquire(s.options(sony, 64910))->start_after() == (kNowTick + 50) << 8);
