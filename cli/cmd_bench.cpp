@@ -89,9 +89,11 @@ void setup_bench(CLI::App& app, Action& action) {
   auto* sub = app.add_subcommand("bench", "Load-test a zaptid or zaptidgen server and check every ID is unique");
   add_client_options(*sub, opt->channel, /*retries=*/false);
   sub->add_option("-c,--connections", opt->connections, "Connections (like h2load -c)")
+      ->transform(decimal_only())
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
   sub->add_option("-m,--concurrency", opt->concurrency, "Calls in flight per connection (like h2load -m)")
+      ->transform(decimal_only())
       ->check(CLI::Range(1, 4096))
       ->capture_default_str();
   sub->add_option("-d,--duration", opt->duration, "How long to send load")->capture_default_str();
@@ -99,6 +101,7 @@ void setup_bench(CLI::App& app, Action& action) {
       ->check(CLI::IsMember({"gen", "batch"}))
       ->capture_default_str();
   sub->add_option("--batch-size", opt->batch_size, "IDs per GenBatch call")
+      ->transform(decimal_only())
       ->check(CLI::Range(uint32_t{1}, uint32_t{16777216}))
       ->capture_default_str();
   sub->add_option("--timeout", opt->timeout, "Deadline of each call, retries after an over-capacity refusal included")

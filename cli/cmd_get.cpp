@@ -57,6 +57,7 @@ void setup_get(CLI::App& app, Action& action) {
   auto* sub = app.add_subcommand("get", "Get IDs from a zaptid (or zaptidgen) server");
   sub->add_option("-n,--count", opt->count,
                   "How many IDs to print, one per line; fetched in batches within the server's limit")
+      ->transform(decimal_only())
       ->check(CLI::Range(uint64_t{1}, UINT64_MAX))
       ->capture_default_str();
   add_id_format_option(*sub, opt->format);

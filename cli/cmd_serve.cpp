@@ -55,6 +55,7 @@ void setup_serve(CLI::App& app, Action& action) {
                   "are spread round-robin, so IDs from different lanes interleave and only each lane's IDs "
                   "increase")
       ->envname("ZAPTID_LANES")
+      ->transform(decimal_only())
       ->check(CLI::Range(1u, 1024u))
       ->capture_default_str()
       ->group("Server");
@@ -62,6 +63,7 @@ void setup_serve(CLI::App& app, Action& action) {
                   "Most IDs one GenBatch call may ask for; default what one lane issues in 250ms (6400 for "
                   "sonyflake), at most 100000")
       ->envname("ZAPTID_MAX_BATCH")
+      ->transform(decimal_only())
       ->check(CLI::Range(1u, server::kMaxBatchLimit))
       ->group("Server");
   sub->add_option("--threads", opt->threads,
@@ -69,6 +71,7 @@ void setup_serve(CLI::App& app, Action& action) {
                   "thread with no hand-offs (fastest per request, and ample for one lane); more help only "
                   "several lanes under heavy unary load")
       ->envname("ZAPTID_THREADS")
+      ->transform(decimal_only())
       ->check(CLI::Range(1u, 64u))
       ->capture_default_str()
       ->group("Server");
@@ -76,6 +79,7 @@ void setup_serve(CLI::App& app, Action& action) {
                   "Calls one client connection may have open at once (HTTP/2 max concurrent streams); clients "
                   "queue the rest. Bounds memory per connection: each open call holds about 13KiB")
       ->envname("ZAPTID_MAX_STREAMS")
+      ->transform(decimal_only())
       ->check(CLI::Range(1u, 100000u))
       ->capture_default_str()
       ->group("Server");
@@ -106,6 +110,7 @@ void setup_serve(CLI::App& app, Action& action) {
                   "Closes a connection whose client resets more than this many calls (HTTP/2 RST_STREAM) "
                   "within one second: HTTP/2 rapid reset (CVE-2023-44487); 0: no limit")
       ->envname("ZAPTID_MAX_STREAM_RESETS")
+      ->transform(decimal_only())
       ->capture_default_str()
       ->group("Limits");
   sub->add_option("--tls-cert", opt->tls_cert, "Serve TLS with this PEM certificate (chain); needs --tls-key")

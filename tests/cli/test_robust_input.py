@@ -134,6 +134,20 @@ class RobustInputTest(ZaptidTestCase):
         self.assertEqual(r.stdout.split("\t")[3:], ["1", "0\n"])  # sequence 1, machine 0
         r = self.zaptid("gen", "-n", "010", "--machine-id", "63")
         self.assertEqual((r.returncode, len(r.stdout.split())), (0, 10), r.stderr)
+        # The network commands' counts too, refused before anything starts.
+        for args, option in ((["get", "-n", "0x10"], "--count"), (["serve", "--lanes", "0x2"], "--lanes"),
+                             (["serve", "--max-batch", "010x"], "--max-batch"),
+                             (["serve", "--threads", "+2"], "--threads"),
+                             (["serve", "--max-streams", "1e3"], "--max-streams"),
+                             (["serve", "--max-stream-resets", "-1"], "--max-stream-resets"),
+                             (["bench", "-c", "0x2"], "--connections"), (["bench", "-m", "8.0"], "--concurrency"),
+                             (["bench", "--batch-size", " 8"], "--batch-size")):
+            with self.subTest(args=args):
+                self.assertFails(self.zaptid(*args), 2,
+                                 f"zaptid: {option}: value '{args[2]}' is not a non-negative integer")
+        server = self.start_server(machine_id=62)
+        r = self.zaptid("get", "-n", "010", "--server", server.address)
+        self.assertEqual((r.returncode, len(r.stdout.split())), (0, 10), r.stderr)
         # An empty environment variable means "not set", as for every option.
         r = self.zaptid("decode", "1", env={"ZAPTID_EPOCH": "", "ZAPTID_BITS_SEQUENCE": ""})
         self.assertEqual((r.returncode, r.stderr), (0, ""))
