@@ -12,7 +12,7 @@ import time
 
 import grpc
 
-from harness import _die_with_parent, batch_ids, batch_request, fields, free_port, packed_varints, raw_channel_call
+from harness import _die_with_parent, batch_ids, batch_request, fields, free_ports, packed_varints, raw_channel_call
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
@@ -56,14 +56,14 @@ class EtcdNode:
     """One etcd member. start() launches it; the owner calls kill() at cleanup. With `certs`
     (from make_certs) clients must use TLS with a client certificate."""
 
-    def __init__(self, name, root, certs=None):
+    def __init__(self, name, root, certs=None, ports=None):
         self.name = name
         self.certs = certs
         os.makedirs(root, exist_ok=True)
         self.data_dir = os.path.join(root, name + ".etcd")
         self.log_path = os.path.join(root, name + ".log")
-        self.client_port = free_port()
-        self.peer_port = free_port()
+        # A cluster hands each member distinct ports: two free_port() calls may return one port twice.
+        self.client_port, self.peer_port = ports or free_ports(2)
         self.proc = None
         self.initial_cluster = None
 
@@ -139,7 +139,8 @@ class EtcdCluster:
         for tool in (ETCD, ETCDCTL):
             if not os.access(tool, os.X_OK):
                 raise RuntimeError("%s is missing: install the Debian packages etcd-server and etcd-client" % tool)
-        self.nodes = [EtcdNode("node%d" % i, root, certs) for i in range(size)]
+        ports = free_ports(2 * size)
+        self.nodes = [EtcdNode("node%d" % i, root, certs, ports[2 * i:2 * i + 2]) for i in range(size)]
         initial = ",".join("%s=%s" % (n.name, n.peer_url) for n in self.nodes)
         try:
             for n in self.nodes:

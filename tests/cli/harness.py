@@ -210,10 +210,19 @@ ZaptidTestCase.start_server = start_server
 
 def free_port():
     """A loopback port nobody listens on right now (bound then closed), for 'dead server' tests."""
+    return free_ports(1)[0]
+
+
+def free_ports(n):
+    """n distinct loopback ports nobody listens on right now: all bound at once, then closed. Ports
+    taken one at a time can repeat, since each is free again when the next is asked for."""
+    import contextlib
     import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
 
 
 # ---- Hand-encoded protobuf (no generated code: the bytes themselves are under test) ----------------
