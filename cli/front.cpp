@@ -45,16 +45,18 @@ std::string net_path() {
                                " (reinstall zaptid)");
 }
 
-// Stand-ins for serve, get and bench: the same names and descriptions (tests/cli/test_split.py
-// checks them against zaptid-net's), no options of their own. Everything after the name, --help
-// included, is left for zaptid-net to parse.
+// The commands zaptid-net runs, with their descriptions (tests/cli/test_split.py checks them
+// against zaptid-net's).
+constexpr std::pair<const char*, const char*> kNetCommands[] = {
+    {"serve", "Serve IDs over gRPC (zaptidgen-compatible IdGen service)"},
+    {"get", "Get IDs from a zaptid (or zaptidgen) server"},
+    {"bench", "Load-test a zaptid or zaptidgen server and check every ID is unique"},
+};
+
+// Stand-ins for serve, get and bench: the same names and descriptions, no options of their own.
+// Everything after the name, --help included, is left for zaptid-net to parse.
 void net_commands(CLI::App& app, zaptid::cli::Action& action, std::string_view only) {
-  static constexpr std::pair<const char*, const char*> kCommands[] = {
-      {"serve", "Serve IDs over gRPC (zaptidgen-compatible IdGen service)"},
-      {"get", "Get IDs from a zaptid (or zaptidgen) server"},
-      {"bench", "Load-test a zaptid or zaptidgen server and check every ID is unique"},
-  };
-  for (const auto& [name, description] : kCommands) {
+  for (const auto& [name, description] : kNetCommands) {
     if (!only.empty() && only != name) continue;
     auto* sub = app.add_subcommand(name, description);
     sub->set_help_flag();
@@ -73,7 +75,7 @@ int main(int argc, char** argv) {
   // this parser first would only delay it. Anything else (an option before the command, a
   // misspelt command, --help) goes through the parser, which runs zaptid-net in the same way.
   if (argc > 1) {
-    for (const char* command : {"serve", "get", "bench"}) {
+    for (const auto& [command, description] : kNetCommands) {
       if (std::strcmp(argv[1], command) != 0) continue;
       try {
         run_net(command);

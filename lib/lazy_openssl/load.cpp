@@ -7,6 +7,7 @@
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <vector>
 
 extern "C" {
 // Generated (stubs.s): one entry per function, first the address of its loading stub.
@@ -32,18 +33,18 @@ void load_all() {
   void* ssl = ::dlopen(ZAPTID_LIBSSL_SONAME, RTLD_NOW | RTLD_GLOBAL);
   if (ssl == nullptr) fail(std::string("cannot be loaded: ") + ::dlerror());
   // Resolve them all before publishing any, so a library without one of them fails as a whole.
-  const char* name = zaptid_lazy_openssl_names;
-  for (unsigned i = 0; i < zaptid_lazy_openssl_count; ++i) {
+  std::vector<void*> functions;
+  functions.reserve(zaptid_lazy_openssl_count);
+  for (const char* name = zaptid_lazy_openssl_names; functions.size() < zaptid_lazy_openssl_count;
+       name += std::strlen(name) + 1) {
     void* function = ::dlsym(ssl, name);
     if (function == nullptr) fail(std::string(ZAPTID_LIBSSL_SONAME " has no function ") + name);
-    name += std::strlen(name) + 1;
+    functions.push_back(function);
   }
-  name = zaptid_lazy_openssl_names;
   for (unsigned i = 0; i < zaptid_lazy_openssl_count; ++i) {
     // Other threads may be jumping through the table meanwhile: each entry is one aligned word,
     // and any of them still at its stub comes here and waits on the once flag.
-    std::atomic_ref<void*>(zaptid_lazy_openssl_table[i]).store(::dlsym(ssl, name), std::memory_order_release);
-    name += std::strlen(name) + 1;
+    std::atomic_ref<void*>(zaptid_lazy_openssl_table[i]).store(functions[i], std::memory_order_release);
   }
 }
 
