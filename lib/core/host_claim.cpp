@@ -184,28 +184,24 @@ Result<std::unique_ptr<HostClaim>> HostClaim::acquire(const HostClaimOptions& o)
   return self;
 }
 
-Status HostClaim::write(Cursor c, bool sync) {
+Status HostClaim::write(Cursor c, RecordFile::Sync sync) {
   const Layout& l = layout_;
   uint64_t id = l.compose(c >> l.bits_sequence, c & l.max_sequence(), machine_id_);
   if (floor_ && *floor_ > id) id = *floor_;  // never below what the records said at the start
   const RecordValue v{machine_id_, id, l.key()};
-  if (sync) {
-    if (auto st = host_->write(v); !st) return st;
-    return state_->write(v);
-  }
-  if (auto st = host_->write_unsynced(v); !st) return st;
-  return state_->write_unsynced(v);
+  if (auto st = host_->write(v, sync); !st) return st;
+  return state_->write(v, sync);
 }
 
 Status HostClaim::reserve_through(Cursor high) {
   if (!claim_) return unavailable("the host claim was released");
-  return write(high, true);
+  return write(high, RecordFile::Sync::kDurable);
 }
 
 Status HostClaim::release(std::optional<Cursor> last_issued) {
   if (!claim_) return Ok{};
   Status st = Ok{};
-  if (last_issued) st = write(*last_issued, false);
+  if (last_issued) st = write(*last_issued, RecordFile::Sync::kLazy);
   claim_.reset();
   return st;
 }

@@ -76,8 +76,8 @@ class HostClaim final : public Reserver {
 
  private:
   HostClaim() = default;
-  /// Records the ID of `c` in both records; durably when `sync` (see RecordFile).
-  Status write(Cursor c, bool sync);
+  /// Records the ID of `c` in both records.
+  Status write(Cursor c, RecordFile::Sync sync);
 
   Layout layout_;
   uint64_t machine_id_ = 0;

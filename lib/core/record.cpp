@@ -238,7 +238,7 @@ Status RecordFile::open_file(bool create) {
   return Ok{};
 }
 
-Status RecordFile::replace(const RecordValue& v, bool sync) {
+Status RecordFile::write(const RecordValue& v, Sync sync) {
   if (fd_ >= 0) {
     // Deleted or replaced since it was opened (an operator "cleaning up")? Then write a new one.
     struct stat open_st {}, path_st {};
@@ -263,7 +263,7 @@ Status RecordFile::replace(const RecordValue& v, bool sync) {
     if (n >= 0) errno = ENOSPC;
     return io_error("cannot write record", path_);
   }
-  if (sync && ::fdatasync(fd_) != 0) return io_error("cannot write record", path_);
+  if (sync == Sync::kDurable && ::fdatasync(fd_) != 0) return io_error("cannot write record", path_);
   value_ = v;
   return Ok{};
 }

@@ -76,18 +76,20 @@ class RecordFile {
   const std::optional<RecordValue>& value() const { return value_; }
   const std::filesystem::path& path() const { return path_; }
 
-  /// Durably replaces the record (write, then fdatasync): on success it survives a crash. A
-  /// record (or folder) deleted meanwhile is made again.
-  Status write(const RecordValue& v) { return replace(v, true); }
+  /// How a write reaches the disk.
+  enum class Sync {
+    kDurable,  ///< write, then fdatasync: on success it survives a crash
+    /// Write only: after a crash of the machine (not of the process) the file may still hold what
+    /// it held before. Only for lowering a record to a value as true as the durable one it
+    /// replaces, where either surviving is safe.
+    kLazy,
+  };
 
-  /// Replaces the record without waiting for the disk: after a crash of the machine (not of
-  /// the process) the file may still hold what it held before. Only for lowering a record to a
-  /// value that is as true as the durable one it replaces, where either surviving is safe.
-  Status write_unsynced(const RecordValue& v) { return replace(v, false); }
+  /// Replaces the record. A record (or folder) deleted meanwhile is made again.
+  Status write(const RecordValue& v, Sync sync = Sync::kDurable);
 
  private:
   explicit RecordFile(RecordPlace place);
-  Status replace(const RecordValue& v, bool sync);
   /// Opens the file (creating it when `create`); sets fd_. kIo/kCorrupt errors name the path.
   Status open_file(bool create);
 
