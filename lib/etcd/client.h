@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -32,6 +33,10 @@ struct ClientOptions {
   TlsOptions tls;
   /// Deadline of every unary call on one endpoint, before trying the next.
   std::chrono::milliseconds call_timeout{2000};
+  /// How long one connection attempt (TCP, TLS, HTTP/2 settings) may take. gRPC's own floor is
+  /// its minimum reconnect back-off; a floor below a few round trips never connects over a
+  /// slow link. The lease grant, the first call, gets at least this long too.
+  std::chrono::milliseconds connect_timeout{5000};
 };
 
 /// Splits "host:port[,host:port…]"; accepts and drops an http:// or https:// scheme. Refuses
@@ -58,6 +63,10 @@ class Client {
   /// The endpoint that answered last (where calls and keep-alive streams start).
   size_t preferred() const { return preferred_.load(); }
   void prefer(size_t i) { preferred_.store(i % endpoints_.size()); }
+  /// The newest failed call's errors ("HOST:PORT: why; …"), or "" if none failed yet.
+  std::string last_error() const;
+  /// Waits up to `timeout` for endpoint i's channel to connect; true once it has.
+  bool wait_connected(size_t i, std::chrono::milliseconds timeout);
   /// The Lease stub of endpoint i, for the keep-alive stream.
   etcdserverpb::Lease::Stub& lease_stub(size_t i) { return *lease_[i]; }
 
@@ -65,13 +74,17 @@ class Client {
   explicit Client(ClientOptions options) : opt_(std::move(options)) {}
   /// Runs `call` on each endpoint in turn from the preferred one until one answers or fails
   /// with an error that another endpoint would not fix.
-  Status with_failover(std::string_view what, const std::function<grpc::Status(size_t, grpc::ClientContext&)>& call);
+  Status with_failover(std::string_view what, const std::function<grpc::Status(size_t, grpc::ClientContext&)>& call,
+                       std::chrono::milliseconds timeout);
 
   ClientOptions opt_;
   std::vector<std::string> endpoints_;
+  std::vector<std::shared_ptr<grpc::Channel>> channels_;
   std::vector<std::unique_ptr<etcdserverpb::KV::Stub>> kv_;
   std::vector<std::unique_ptr<etcdserverpb::Lease::Stub>> lease_;
   std::atomic<size_t> preferred_{0};
+  mutable std::mutex error_mu_;
+  std::string last_error_;
 };
 
 }  // namespace zaptid::etcd

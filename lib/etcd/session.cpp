@@ -8,70 +8,11 @@
 #include <map>
 
 #include "core/parse.h"
+#include "etcd/highwater.h"
 
 namespace zaptid::etcd {
 
-namespace {
-
-using etcdserverpb::Compare;
 using etcdserverpb::RangeRequest;
-using etcdserverpb::TxnRequest;
-
-void add_put(google::protobuf::RepeatedPtrField<etcdserverpb::RequestOp>* ops, const std::string& key,
-             const std::string& value, int64_t lease) {
-  auto* put = ops->Add()->mutable_request_put();
-  put->set_key(key);
-  put->set_value(value);
-  put->set_lease(lease);
-}
-
-void add_range(google::protobuf::RepeatedPtrField<etcdserverpb::RequestOp>* ops, const std::string& key) {
-  ops->Add()->mutable_request_range()->set_key(key);
-}
-
-/// The first key-value of the op-th response of a transaction, if it was a range that found one.
-const etcdserverpb::KeyValue* found(const etcdserverpb::TxnResponse& resp, int op) {
-  if (op >= resp.responses_size()) return nullptr;
-  const auto& r = resp.responses(op).response_range();
-  return r.kvs_size() > 0 ? &r.kvs(0) : nullptr;
-}
-
-/// Writes one lane's high-water cursor while the lease still holds its id (see Session::reserver).
-class HighWaterReserver final : public Reserver {
- public:
-  HighWaterReserver(Client& client, std::string prefix, uint64_t id, int64_t lease, Holder holder)
-      : client_(client), prefix_(std::move(prefix)), id_(id), lease_(lease), holder_(std::move(holder)) {}
-
-  Status reserve_through(Cursor high) override {
-    // The compare makes the write atomic with "the machines key is still bound to our lease":
-    // once the lease expired (and the key with it) or another server claimed the id, nothing
-    // this process writes can move the next holder's starting point.
-    TxnRequest txn;
-    auto* cmp = txn.add_compare();
-    cmp->set_key(machine_key(prefix_, id_));
-    cmp->set_target(Compare::LEASE);
-    cmp->set_result(Compare::EQUAL);
-    cmp->set_lease(lease_);
-    holder_.high_water = high;
-    add_put(txn.mutable_success(), highwater_key(prefix_, id_), format_high_water(high), 0);
-    add_put(txn.mutable_success(), machine_key(prefix_, id_), format_holder(holder_), lease_);
-    auto resp = client_.txn(txn);
-    if (!resp) return resp.error();
-    if (!resp->succeeded()) {
-      return unavailable(fmt::format("machine id {} is no longer held by etcd lease {:x}", id_, lease_));
-    }
-    return Ok{};
-  }
-
- private:
-  Client& client_;
-  std::string prefix_;
-  uint64_t id_;
-  int64_t lease_;
-  Holder holder_;
-};
-
-}  // namespace
 
 Session::Session(SessionOptions options, std::unique_ptr<Client> client)
     : opt_(std::move(options)), client_(std::move(client)) {}
@@ -163,31 +104,17 @@ Status Session::claim_under(int64_t lease, const std::vector<uint64_t>& prefer) 
     if (taken.count(id) != 0 || std::any_of(got.begin(), got.end(), [&](const Claim& c) { return c.id == id; })) {
       return Ok{};
     }
-    TxnRequest txn;
-    auto* cmp = txn.add_compare();
-    cmp->set_key(machine_key(opt_.prefix, id));
-    cmp->set_target(Compare::CREATE);
-    cmp->set_result(Compare::EQUAL);
-    cmp->set_create_revision(0);
-    Holder h = opt_.holder;
-    // Read the high-water in the same transaction: no holder can move it in between.
-    add_range(txn.mutable_success(), highwater_key(opt_.prefix, id));
-    add_put(txn.mutable_success(), machine_key(opt_.prefix, id), format_holder(h), lease);
-    add_range(txn.mutable_failure(), machine_key(opt_.prefix, id));
-    auto resp = client_->txn(txn);
+    // Repeating this request (the client does, on the next endpoint, when one times out) is
+    // harmless: see claim_txn().
+    auto resp = client_->txn(claim_txn(opt_.prefix, id, lease, opt_.holder));
     if (!resp) return resp.error();
-    if (!resp->succeeded()) {
-      const auto* kv = found(*resp, 0);
-      auto holder = kv != nullptr ? parse_holder(kv->value()) : Result<Holder>(Holder{});
-      taken[id] = holder ? *holder : Holder{};
+    auto outcome = read_claim(*resp, opt_.prefix, id, lease);
+    if (!outcome) return outcome.error();
+    if (!outcome->ours) {
+      taken[id] = outcome->holder;
       return Ok{};
     }
-    Claim c{id, std::nullopt};
-    if (const auto* kv = found(*resp, 0); kv != nullptr) {
-      auto hw = parse_high_water(kv->value(), highwater_key(opt_.prefix, id));
-      if (!hw) return hw.error();
-      c.start_after = *hw;
-    }
+    Claim c{id, outcome->start_after, outcome->highwater_rev};
     got.push_back(c);
     return Ok{};
   };
@@ -209,9 +136,15 @@ Status Session::claim_under(int64_t lease, const std::vector<uint64_t>& prefer) 
     return unavailable(fmt::format("no free machine id in {}-{} under {} (needed {}, found {}); held: {}",
                                    opt_.range.first, opt_.range.last, machines, opt_.count, got.size(), holders));
   }
+  std::vector<std::shared_ptr<HighWaterRecord>> records;
+  for (const auto& c : got) {
+    records.push_back(std::make_shared<HighWaterRecord>(*client_, opt_.prefix, c.id, lease, opt_.holder,
+                                                        c.highwater_rev, c.start_after));
+  }
   {
     std::lock_guard lock(mu_);
     claims_ = std::move(got);
+    records_ = std::move(records);
   }
   lease_.store(lease);
   return Ok{};
@@ -219,8 +152,7 @@ Status Session::claim_under(int64_t lease, const std::vector<uint64_t>& prefer) 
 
 std::unique_ptr<Reserver> Session::reserver(size_t lane) {
   std::lock_guard lock(mu_);
-  Holder h = opt_.holder;
-  return std::make_unique<HighWaterReserver>(*client_, opt_.prefix, claims_.at(lane).id, lease_.load(), h);
+  return std::make_unique<HighWaterReserver>(records_.at(lane));
 }
 
 void Session::start(SessionEvents events) {
@@ -271,6 +203,7 @@ bool Session::run_stream(size_t ep) {
   pending_since_.store(sent);
   auto stream = client_->lease_stub(ep).LeaseKeepAlive(&ctx);
   bool lost = false;
+  bool failed = false;
   const auto interval = std::max(std::chrono::milliseconds(200), ttl() / 3);
   for (bool first = true;; first = false) {
     etcdserverpb::LeaseKeepAliveRequest req;
@@ -282,12 +215,7 @@ bool Session::run_stream(size_t ep) {
       pending_since_.store(sent);
     }
     if (!stream->Write(req) || !stream->Read(&resp)) {
-      bool stopping = false;
-      {
-        std::lock_guard lock(mu_);
-        stopping = stop_;
-      }
-      if (!stopping && events_.on_keep_alive_failed) events_.on_keep_alive_failed();
+      failed = true;
       break;
     }
     pending_since_.store(0);
@@ -301,13 +229,24 @@ bool Session::run_stream(size_t ep) {
     cv_.notify_all();
     if (wait_stop(interval)) break;
   }
-  pending_since_.store(0);
   {
     std::lock_guard lock(mu_);
     stream_ctx_ = nullptr;
   }
+  const bool stuck = pending_since_.exchange(0) != 0 && failed;
   ctx.TryCancel();
-  (void)stream->Finish();
+  const auto status = stream->Finish();
+  if (failed) {
+    bool stopping = false;
+    {
+      std::lock_guard lock(mu_);
+      stopping = stop_;
+      last_error_ = fmt::format("keep-alive to {}: {}", client_->endpoint(ep),
+                                status.error_message().empty() ? std::string(stuck ? "no answer" : "stream ended")
+                                                               : status.error_message());
+    }
+    if (!stopping && events_.on_keep_alive_failed) events_.on_keep_alive_failed();
+  }
   return lost;
 }
 
@@ -316,6 +255,8 @@ void Session::reclaim() {
   for (const auto& c : claims()) prev.push_back(c.id);
   confirmed_until_.store(0);
   spdlog::warn("etcd lease {:x} expired; claiming machine ids again before issuing", lease_.load());
+  const int64_t since = steady_ms();
+  int64_t reported_at = 0;
   for (;;) {
     const int64_t t0 = steady_ms();
     auto st = claim(prev);
@@ -334,46 +275,88 @@ void Session::reclaim() {
       cv_.notify_all();
       return;
     }
-    spdlog::warn("claiming machine ids again failed: {}", st.message());
+    if (const int64_t now = steady_ms(); reported_at == 0 || now - reported_at >= 10'000) {
+      reported_at = now;
+      spdlog::warn("claiming machine ids again failed, for {} now: {}", format_duration_ms(now - since), st.message());
+    }
     if (wait_stop(std::chrono::milliseconds(500))) return;
   }
 }
 
+std::string Session::last_error() const {
+  std::string keep_alive;
+  {
+    std::lock_guard lock(mu_);
+    keep_alive = last_error_;
+  }
+  const auto call = client_->last_error();
+  if (keep_alive.empty()) return call.empty() ? "no error reported" : call;
+  return call.empty() ? keep_alive : keep_alive + "; " + call;
+}
+
 void Session::monitor_loop() {
   const auto tick = std::min(std::chrono::milliseconds(100), margin() / 4);
-  const auto stuck_after = std::clamp(ttl() / 4, std::chrono::milliseconds(300), std::chrono::milliseconds(2000));
+  // A keep-alive with no answer for a third of the TTL is dropped and sent again on the next
+  // endpoint (a member that accepts connections but does not answer: frozen, partitioned).
+  // Not sooner: over a slow link (1 s round trips with loss) answers do come, only late, and a
+  // stream reopened elsewhere costs connection set-up round trips of its own.
+  const auto stuck_after = std::max(std::chrono::milliseconds(300), ttl() / 3);
+  constexpr int64_t kRepeatEveryMs = 10'000;  // how often an outage is reported again
   bool serving = true;
+  int64_t out_since = 0;
+  int64_t reported_at = 0;
   while (!wait_stop(tick)) {
     const int64_t now = steady_ms();
     const int64_t pending = pending_since_.load();
     if (pending != 0 && now - pending > stuck_after.count()) {
-      // etcd accepted the connection but does not answer (frozen, partitioned): drop the
-      // stream so the keeper tries the next endpoint.
       std::lock_guard lock(mu_);
       if (stream_ctx_ != nullptr) stream_ctx_->TryCancel();
     }
     const bool ok = confirmed();
-    if (ok == serving) continue;
+    if (ok == serving) {
+      if (!ok && now - reported_at >= kRepeatEveryMs) {
+        reported_at = now;
+        spdlog::warn("etcd lease {:x} still not confirmed, for {} (endpoints {}); not issuing IDs; last error: {}",
+                     lease_.load(), format_duration_ms(now - out_since), endpoints(), last_error());
+      }
+      continue;
+    }
     serving = ok;
     if (ok) {
-      spdlog::info("etcd lease {:x} confirmed; issuing IDs again", lease_.load());
+      spdlog::info("etcd lease {:x} confirmed again after {} without; issuing IDs again", lease_.load(),
+                   format_duration_ms(now - out_since));
       if (events_.on_available) events_.on_available();
     } else {
+      out_since = now;
+      reported_at = now;
       const auto reason = fmt::format("etcd lease {:x} not confirmed within the last {}ms (TTL {}s); not issuing IDs",
                                       lease_.load(), (ttl() - margin()).count(), ttl().count() / 1000);
-      spdlog::warn("{}", reason);
+      spdlog::warn("{} (endpoints {}; last error: {})", reason, endpoints(), last_error());
       if (events_.on_unavailable) events_.on_unavailable(reason);
     }
   }
 }
 
+std::string Session::endpoints() const {
+  std::string out;
+  for (size_t i = 0; i < client_->endpoint_count(); ++i) {
+    if (!out.empty()) out += ',';
+    out += client_->endpoint(i);
+  }
+  return out;
+}
+
 Status Session::close(const std::vector<std::optional<Cursor>>& last) {
   stop();
   Status result = Ok{};
-  const auto held = claims();
-  for (size_t i = 0; i < held.size() && i < last.size(); ++i) {
+  std::vector<std::shared_ptr<HighWaterRecord>> records;
+  {
+    std::lock_guard lock(mu_);
+    records = records_;
+  }
+  for (size_t i = 0; i < records.size() && i < last.size(); ++i) {
     if (!last[i]) continue;
-    auto st = reserver(i)->reserve_through(*last[i]);
+    auto st = records[i]->release(*last[i]);
     if (!st && result) result = st;
   }
   if (auto st = client_->revoke(lease_.load()); !st && result) result = st;

@@ -19,6 +19,7 @@
 #include "core/result.h"
 #include "etcd/client.h"
 #include "etcd/record.h"
+#include "etcd/highwater.h"
 
 namespace zaptid::etcd {
 
@@ -35,6 +36,7 @@ struct SessionOptions {
 struct Claim {
   uint64_t id = 0;
   std::optional<Cursor> start_after;
+  int64_t highwater_rev = 0;  ///< the record's mod_revision when claimed (0: no record)
 };
 
 /// What the session tells its owner, from its own threads. Callbacks must not block for long
@@ -88,6 +90,11 @@ class Session {
   /// a TTL from then); it keeps growing while etcd does not answer and while claiming again.
   std::chrono::milliseconds since_confirmed() const;
 
+  /// The newest keep-alive and call errors, each naming its endpoint, for messages.
+  std::string last_error() const;
+  /// The configured endpoints, comma-separated.
+  std::string endpoints() const;
+
   /// Stops the keep-alive and monitor threads (no more events); the lease then runs out unless
   /// close() revokes it. Idempotent.
   void stop();
@@ -129,6 +136,8 @@ class Session {
 
   mutable std::mutex mu_;
   std::vector<Claim> claims_;
+  std::vector<std::shared_ptr<HighWaterRecord>> records_;  // one per claim, under the current lease
+  std::string last_error_;  // the newest keep-alive failure, "keep-alive to HOST:PORT: why"
   grpc::ClientContext* stream_ctx_ = nullptr;  // the open keep-alive stream, for cancelling it
   std::condition_variable cv_;
   bool stop_ = false;
