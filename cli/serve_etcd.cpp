@@ -93,10 +93,12 @@ Lanes open_etcd_lanes(const ServeOptions& opt, const Layout& layout, Clock& cloc
   so.client.tls = {e.ca, e.cert, e.key};
   so.prefix = take(etcd::normalize_prefix(e.prefix), kExitUsage);
   so.ttl = lease_ttl(e.lease_ttl);
-  // A call that hangs (etcd frozen) must give up well inside the TTL so the next endpoint is
-  // tried and a reservation fails before issuing stops anyway.
-  so.client.call_timeout = std::clamp(std::chrono::duration_cast<std::chrono::milliseconds>(so.ttl) / 4,
-                                      std::chrono::milliseconds(250), std::chrono::milliseconds(2000));
+  // Every deadline follows from the TTL (docs/CLUSTER.md, "Timing"). A call that hangs (etcd
+  // frozen) gives up after a third of it, so the next endpoint is tried well inside the TTL; a
+  // connection attempt may take half of it, so a slow link still connects.
+  const auto ttl_ms = std::chrono::duration_cast<std::chrono::milliseconds>(so.ttl);
+  so.client.call_timeout = std::max(std::chrono::milliseconds(500), ttl_ms / 3);
+  so.client.connect_timeout = std::max(std::chrono::milliseconds(1000), ttl_ms / 2);
   so.range =
       e.machine_id_range.empty()
           ? etcd::IdRange{0, layout.max_machine()}
@@ -115,6 +117,11 @@ Lanes open_etcd_lanes(const ServeOptions& opt, const Layout& layout, Clock& cloc
   lo.layout = layout;
   lo.clock = &clock;
   lo.max_clock_wait = duration_ms(opt.identity.max_clock_wait, "--max-clock-wait");
+  // Half the TTL reserved ahead, topped up when a quarter of it is used: one write may take up
+  // to three eighths of the TTL before a caller waits. A successor after a crash claims the id
+  // a TTL later, when that window has passed.
+  lo.reserve_ahead = std::max(std::chrono::milliseconds(500), ttl_ms / 2);
+  lo.top_up_below = lo.reserve_ahead * 3 / 4;
   auto writes = std::make_shared<server::StoreMetrics>("etcd");
   auto lease = std::make_shared<server::LeaseMetrics>();
   lo.wrap_reserver = server::measure_into(*writes);

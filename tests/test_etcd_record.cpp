@@ -75,18 +75,23 @@ TEST_CASE("etcd::high-water value") {
 }
 
 TEST_CASE("etcd::check_high_water") {
+  using std::chrono::milliseconds;
   LayoutOverrides o;
   auto layout = make_layout("sonyflake", o, 1'764'140'400'000).value();
   const int64_t now_ms = 1'764'140'400'000;
   const uint64_t now_tick = static_cast<uint64_t>((now_ms - layout.epoch_ms) / layout.unit_ms);
   const Cursor at_now = now_tick << layout.bits_sequence;
-  CHECK(check_high_water(layout, 1, at_now, now_ms, std::chrono::milliseconds(1000)).ok());
+  CHECK(check_high_water(layout, 1, at_now, now_ms, milliseconds(1000), milliseconds(0)).ok());
   const Cursor ahead = (now_tick + 50) << layout.bits_sequence;  // 500 ms ahead
-  CHECK(check_high_water(layout, 1, ahead, now_ms, std::chrono::milliseconds(1000)).ok());
-  auto st =
-      check_high_water(layout, 1, (now_tick + 500) << layout.bits_sequence, now_ms, std::chrono::milliseconds(1000));
+  CHECK(check_high_water(layout, 1, ahead, now_ms, milliseconds(1000), milliseconds(0)).ok());
+  const Cursor far = (now_tick + 500) << layout.bits_sequence;  // 5 s ahead
+  auto st = check_high_water(layout, 1, far, now_ms, milliseconds(1000), milliseconds(0));
   REQUIRE_FALSE(st.ok());
   CHECK(st.message() ==
         "machine id 1 was last used up to 2025-11-26T07:00:05.000Z, 5.000s ahead of this host's clock; refusing to "
-        "wait longer than --max-clock-wait 1.000s (fix the clock, or raise --max-clock-wait)");
+        "wait longer than --max-clock-wait 1.000s plus the 0ms reserved ahead (fix the clock, or raise "
+        "--max-clock-wait)");
+  // A window reserved ahead by a predecessor is waited out, up to its size and no further.
+  CHECK(check_high_water(layout, 1, far, now_ms, milliseconds(1000), milliseconds(4000)).ok());
+  CHECK_FALSE(check_high_water(layout, 1, far, now_ms, milliseconds(1000), milliseconds(3990)).ok());
 }

@@ -540,6 +540,74 @@ TEST_CASE("generator::reserver") {
     CHECK(reserver.calls.load() == 1);
     CHECK(reserver.high.load() == ((kT + 50) << 8 | 255));
   }
+  SUBCASE("top_up() records the next window early, so issuing never waits for the reserver") {
+    auto gen = make(o);
+    CHECK(gen->top_up(std::chrono::milliseconds(375)).ok());  // nothing recorded: records now
+    REQUIRE(reserver.calls.load() == 1);
+    CHECK(reserver.high.load() == ((kT + 50) << 8 | 255));
+    CHECK(gen->top_up(std::chrono::milliseconds(375)).ok());  // 500 ms left: nothing to do
+    CHECK(reserver.calls.load() == 1);
+    clock.set(sonyflake_tick_start(kT + 13));  // ticks kT+13 to kT+50 left: 380 ms
+    CHECK(gen->top_up(std::chrono::milliseconds(375)).ok());
+    CHECK(reserver.calls.load() == 1);
+    clock.set(sonyflake_tick_start(kT + 14));  // 370 ms left: under the low mark
+    CHECK(gen->top_up(std::chrono::milliseconds(375)).ok());
+    CHECK(reserver.calls.load() == 2);
+    CHECK(reserver.high.load() == ((kT + 14 + 50) << 8 | 255));
+    // Issuing inside the topped-up window writes nothing more.
+    for (int i = 0; i < 256 * 10; ++i) REQUIRE(cursor_of(l, next_id(*gen)) <= reserver.high.load());
+    CHECK(reserver.calls.load() == 2);
+    CHECK_FALSE(gen->needs_reservation(1));
+    CHECK_FALSE(reserver.went_back.load());
+  }
+  SUBCASE("top_up() measures from the next free cursor when issuing runs ahead of the clock") {
+    auto gen = make(o);
+    for (int i = 0; i < 256 * 40; ++i) next_id(*gen);  // 40 ticks of IDs at tick kT: cursors run ahead
+    REQUIRE(reserver.calls.load() == 1);
+    CHECK(gen->top_up(std::chrono::milliseconds(375)).ok());
+    CHECK(reserver.calls.load() == 2);
+    CHECK(reserver.high.load() == ((kT + 40 + 50) << 8 | 255));
+  }
+  SUBCASE("a failing top_up() says why and leaves the recorded window as it was") {
+    reserver.fail_after = 1;
+    auto gen = make(o);
+    next_id(*gen);
+    clock.set(sonyflake_tick_start(kT + 20));
+    auto st = gen->top_up(std::chrono::milliseconds(375));
+    REQUIRE_FALSE(st.ok());
+    CHECK(st.message() == "disk full");
+    CHECK(reserver.high.load() == ((kT + 50) << 8 | 255));
+    for (int i = 0; i < 256 * 30; ++i) REQUIRE(cursor_of(l, next_id(*gen)) <= reserver.high.load());
+  }
+  SUBCASE("no reserver: top_up() does nothing") {
+    GeneratorOptions plain = options(clock);
+    CHECK(make(plain)->top_up(std::chrono::milliseconds(375)).ok());
+  }
+}
+
+TEST_CASE("generator::max_start_wait allows a record reserved ahead, not a clock stepping back") {
+  FakeClock clock(ms(kVectorMs + 3));
+  auto o = options(clock);
+  o.max_clock_wait = std::chrono::milliseconds(1000);
+  o.start_after = (kT + 300) << 8;  // a predecessor's record, 3 s ahead
+  SUBCASE("without it, refused") {
+    auto gen = make(o);
+    auto block = gen->reserve(1);
+    REQUIRE_FALSE(block.ok());
+    CHECK(block.error().kind == ErrorKind::kUnavailable);
+  }
+  SUBCASE("with it, reserved after the record and waited for") {
+    o.max_start_wait = std::chrono::milliseconds(5000);
+    auto gen = make(o);
+    auto block = gen->reserve(1);
+    REQUIRE(block.ok());
+    CHECK(block->first == ((kT + 300) << 8 | 1));
+    CHECK(gen->wait_ready(*block).ok());
+    CHECK(clock.now() >= sonyflake_tick_start(kT + 300));
+    // Now the clock has shown that tick: a step back of 2 s is a clock fault, over max_clock_wait.
+    clock.set(sonyflake_tick_start(kT + 100));
+    CHECK_FALSE(gen->reserve(1).ok());
+  }
 }
 
 TEST_CASE("generator::many threads") {

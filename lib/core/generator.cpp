@@ -66,6 +66,9 @@ Status Generator::check_behind(uint64_t now) {
   if (now >= newest) return Ok{};
   const auto behind_ms = static_cast<int64_t>(newest - now) * opt_.layout.unit_ms;
   if (behind_ms <= opt_.max_clock_wait.count()) return Ok{};
+  // Behind only the predecessor's record, not a tick this clock showed: that may be a window
+  // reserved ahead, which max_start_wait allows for.
+  if (now >= seen && behind_ms <= opt_.max_start_wait.count()) return Ok{};
   return unavailable(fmt::format(
       "the clock is {} behind the newest time already used ({}); refusing to wait longer than the clock "
       "wait limit of {}",
@@ -140,13 +143,35 @@ bool Generator::needs_reservation(uint64_t count) const {
 Status Generator::persist_through(Cursor last) {
   std::lock_guard lock(persist_mu_);
   if (last < persisted_.load(std::memory_order_relaxed)) return Ok{};  // another thread covered it
+  return write_reservation(last);
+}
+
+Status Generator::write_reservation(Cursor from) {
   const Layout& l = opt_.layout;
   const auto ahead = static_cast<uint64_t>(std::max<int64_t>(1, opt_.reserve_ahead.count() / l.unit_ms));
-  const uint64_t tick = std::min(l.max_time(), (last >> seq_bits_) + ahead);
+  const uint64_t tick = std::min(l.max_time(), (from >> seq_bits_) + ahead);
   const Cursor high = (tick << seq_bits_) | l.max_sequence();
+  if (high < persisted_.load(std::memory_order_relaxed)) return Ok{};  // never record less than before
   if (auto st = opt_.reserver->reserve_through(high); !st) return st;
   persisted_.store(high + 1, std::memory_order_release);
   return Ok{};
+}
+
+Status Generator::top_up(std::chrono::milliseconds low) {
+  if (opt_.reserver == nullptr) return Ok{};
+  auto now = current_tick();
+  if (!now) return now.error();
+  if (*now > opt_.layout.max_time()) return Ok{};  // nothing left to reserve
+  const auto low_ticks = static_cast<uint64_t>(std::max<int64_t>(0, low.count() / opt_.layout.unit_ms));
+  auto short_of_low = [&] {
+    const Cursor from = std::max(next_.load(std::memory_order_relaxed), *now << seq_bits_);
+    // Enough is left when the window reaches past `from`'s tick plus low_ticks.
+    return (persisted_.load(std::memory_order_acquire) >> seq_bits_) <= (from >> seq_bits_) + low_ticks;
+  };
+  if (!short_of_low()) return Ok{};
+  std::lock_guard lock(persist_mu_);
+  if (!short_of_low()) return Ok{};  // reserve() wrote meanwhile
+  return write_reservation(std::max(next_.load(std::memory_order_relaxed), *now << seq_bits_));
 }
 
 Nanos Generator::ready_at(const Block& block) const {

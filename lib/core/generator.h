@@ -49,6 +49,11 @@ struct GeneratorOptions {
   /// How far past the current need each reservation reaches: fewer writes, longer wait for a
   /// successor after a crash.
   std::chrono::milliseconds reserve_ahead{500};
+  /// How far start_after may lie ahead of the clock before a request fails instead of waiting;
+  /// the larger of this and max_clock_wait applies. A record reserved ahead by a predecessor (or
+  /// by this server before it lost its etcd lease) is up to reserve_ahead in the future although
+  /// no clock is wrong.
+  std::chrono::milliseconds max_start_wait{0};
 };
 
 /// A reserved run of `count` consecutive cursors starting at `first`. Its IDs may be handed out
@@ -92,6 +97,13 @@ class Generator {
   /// file write, or an etcd round trip), so a caller that must not block can hand the call to a
   /// thread that may. A hint: other threads move the cursor meanwhile. Reads the clock.
   bool needs_reservation(uint64_t count) const;
+
+  /// Records a new high-water ahead of time when less than `low` of the reserved window is left
+  /// ahead of the clock (or of the next free cursor, if later), so that reserve() does not wait
+  /// for the reserver: a slow store (etcd over a slow link) then delays nobody as long as one
+  /// write takes less than `low`. Does nothing (Ok) without a reserver or when enough is left.
+  /// Any thread; serialized with reserve()'s own writes.
+  Status top_up(std::chrono::milliseconds low);
 
   /// The wall-clock time at which every ID of `block` may be handed out: the start of its last
   /// tick. The block may be ready earlier when the clock showed that tick and then stepped back.
@@ -137,6 +149,8 @@ class Generator {
   /// the clock has shown or a predecessor used.
   Status check_behind(uint64_t now);
   Status persist_through(Cursor last);
+  /// Writes a reservation reaching reserve_ahead past cursor `from`'s tick; persist_mu_ held.
+  Status write_reservation(Cursor from);
   /// Called when a reading (tick `now`) was behind the newest tick shown: re-reads the clock and
   /// counts a step back if it still is (a reading taken before another thread's newer one is not).
   void note_behind() const;

@@ -3,10 +3,12 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/clock.h"
@@ -21,7 +23,12 @@ struct LanesOptions {
   Layout layout;
   Clock* clock = nullptr;  ///< required; must outlive the lanes
   std::chrono::milliseconds max_clock_wait{1000};
+  /// How far ahead of the clock each lane's high-water is recorded. A background thread records
+  /// a new one whenever less than top_up_below is left, so that callers never wait for etcd
+  /// while one write takes less than that. A successor may have to wait out up to this much of a
+  /// record reserved ahead (not after a clean release, which lowers the record).
   std::chrono::milliseconds reserve_ahead{500};
+  std::chrono::milliseconds top_up_below{375};
   /// Optional: wraps each lane's etcd reserver (the server measures its writes this way).
   ReserverWrapper wrap_reserver;
 };
@@ -62,6 +69,9 @@ class LeasedLanes {
   /// Generators for `claims` under the session's current lease.
   Result<std::vector<std::shared_ptr<Generator>>> make(const std::vector<Claim>& claims);
   void reclaimed(const std::vector<Claim>& claims);
+  /// Keeps every lane's reservation ahead of the clock while the lease is confirmed.
+  void top_up_loop();
+  void stop_top_up();
 
   std::unique_ptr<Session> session_;
   LanesOptions opt_;
@@ -69,11 +79,15 @@ class LeasedLanes {
   mutable std::mutex mu_;
   std::vector<std::shared_ptr<Generator>> generators_;
   std::vector<std::unique_ptr<Reserver>> reservers_;  // every one ever made: old generators may still call theirs
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread topper_;
 };
 
-/// Fails if cursor `c` of `layout` lies more than `max_wait` ahead of `now_ms`; the message
-/// names the machine id, the recorded time and how far ahead it is.
+/// Fails if cursor `c` of `layout` lies more than `max_wait` + `reserved_ahead` ahead of
+/// `now_ms` (a record may be a window reserved ahead by a predecessor that crashed or whose
+/// release failed); the message names the machine id, the recorded time and how far ahead it is.
 Status check_high_water(const Layout& layout, uint64_t machine_id, Cursor c, int64_t now_ms,
-                        std::chrono::milliseconds max_wait);
+                        std::chrono::milliseconds max_wait, std::chrono::milliseconds reserved_ahead);
 
 }  // namespace zaptid::etcd
