@@ -273,6 +273,11 @@ class FailureTest(ClusterTestCase):
             a.client.gen()
         self.assertEqual(refused.exception.code(), grpc.StatusCode.UNAVAILABLE)
         self.assertIn("etcd lease", refused.exception.details())
+        # The log says which endpoints and what went wrong, not only that issuing stopped.
+        for server in (a, b):
+            line = server.wait_for(r"not issuing IDs \(endpoints [^;]+; last error: [^\n]+", 5)
+            self.assertIn("endpoints %s;" % etcd.endpoints, line)
+            self.assertNotIn("last error: no error reported", line)
         start_etcd(etcd.nodes[0])
         for server in (a, b):
             self.wait_health(server, eh.SERVING, 30)
