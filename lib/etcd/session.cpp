@@ -195,6 +195,7 @@ bool Session::run_stream(size_t ep) {
     std::lock_guard lock(mu_);
     if (stop_) return false;
     stream_ctx_ = &ctx;
+    stuck_ = false;
   }
   // Opening the stream can block too (a member that accepts TCP but never answers), so the
   // monitor's clock starts before it.
@@ -233,7 +234,7 @@ bool Session::run_stream(size_t ep) {
     std::lock_guard lock(mu_);
     stream_ctx_ = nullptr;
   }
-  const bool stuck = pending_since_.exchange(0) != 0 && failed;
+  pending_since_.store(0);
   ctx.TryCancel();
   const auto status = stream->Finish();
   if (failed) {
@@ -241,9 +242,14 @@ bool Session::run_stream(size_t ep) {
     {
       std::lock_guard lock(mu_);
       stopping = stop_;
-      last_error_ = fmt::format("keep-alive to {}: {}", client_->endpoint(ep),
-                                status.error_message().empty() ? std::string(stuck ? "no answer" : "stream ended")
-                                                               : status.error_message());
+      if (stuck_) {
+        last_error_ = fmt::format("keep-alive to {}: no answer within {}", client_->endpoint(ep),
+                                  format_duration_ms(stuck_after().count()));
+      } else {
+        last_error_ = fmt::format("keep-alive to {}: {}", client_->endpoint(ep),
+                                  status.error_message().empty() ? "stream ended" : status.error_message());
+      }
+      stuck_ = false;
     }
     if (!stopping && events_.on_keep_alive_failed) events_.on_keep_alive_failed();
   }
@@ -294,13 +300,15 @@ std::string Session::last_error() const {
   return call.empty() ? keep_alive : keep_alive + "; " + call;
 }
 
+// A keep-alive with no answer for a third of the TTL is dropped and sent again on the next
+// endpoint (a member that accepts connections but does not answer: frozen, partitioned). Not
+// sooner: over a slow link (1 s round trips with loss) answers do come, only late, and a stream
+// reopened elsewhere costs connection set-up round trips of its own.
+std::chrono::milliseconds Session::stuck_after() const { return std::max(std::chrono::milliseconds(300), ttl() / 3); }
+
 void Session::monitor_loop() {
   const auto tick = std::min(std::chrono::milliseconds(100), margin() / 4);
-  // A keep-alive with no answer for a third of the TTL is dropped and sent again on the next
-  // endpoint (a member that accepts connections but does not answer: frozen, partitioned).
-  // Not sooner: over a slow link (1 s round trips with loss) answers do come, only late, and a
-  // stream reopened elsewhere costs connection set-up round trips of its own.
-  const auto stuck_after = std::max(std::chrono::milliseconds(300), ttl() / 3);
+  const auto stuck_after = this->stuck_after();
   constexpr int64_t kRepeatEveryMs = 10'000;  // how often an outage is reported again
   bool serving = true;
   int64_t out_since = 0;
@@ -310,7 +318,10 @@ void Session::monitor_loop() {
     const int64_t pending = pending_since_.load();
     if (pending != 0 && now - pending > stuck_after.count()) {
       std::lock_guard lock(mu_);
-      if (stream_ctx_ != nullptr) stream_ctx_->TryCancel();
+      if (stream_ctx_ != nullptr) {
+        stuck_ = true;
+        stream_ctx_->TryCancel();
+      }
     }
     const bool ok = confirmed();
     if (ok == serving) {

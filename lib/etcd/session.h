@@ -109,6 +109,8 @@ class Session {
   Status claim(const std::vector<uint64_t>& prefer);
   /// The claiming part of claim(), under an already granted lease.
   Status claim_under(int64_t lease, const std::vector<uint64_t>& prefer);
+  /// How long a keep-alive may go unanswered before its stream is dropped for the next endpoint.
+  std::chrono::milliseconds stuck_after() const;
   void keep_alive_loop();
   void monitor_loop();
   /// Runs one keep-alive stream on endpoint `ep` until it fails, the lease is lost or stop.
@@ -138,6 +140,7 @@ class Session {
   std::vector<Claim> claims_;
   std::vector<std::shared_ptr<HighWaterRecord>> records_;  // one per claim, under the current lease
   std::string last_error_;  // the newest keep-alive failure, "keep-alive to HOST:PORT: why"
+  bool stuck_ = false;      // the monitor cancelled the open stream for want of an answer
   grpc::ClientContext* stream_ctx_ = nullptr;  // the open keep-alive stream, for cancelling it
   std::condition_variable cv_;
   bool stop_ = false;
