@@ -122,48 +122,36 @@ Error HighWaterRecord::lost() const {
   return unavailable(fmt::format("machine id {} is no longer held by etcd lease {:x}", id_, lease_));
 }
 
-Status HighWaterRecord::reserve_through(Cursor high) {
+Status HighWaterRecord::reserve_through(Cursor high) { return compare_and_set(high, Write::kReserve); }
+
+Status HighWaterRecord::release(Cursor last) { return compare_and_set(last, Write::kRelease); }
+
+Status HighWaterRecord::compare_and_set(Cursor value, Write write) {
   std::lock_guard lock(mu_);
   for (int round = 0; round < kRounds; ++round) {
     // Repeating this exact request (the client does, on the next endpoint) is harmless: if an
     // earlier copy landed, the revision moved and the copy fails into the read-back below.
-    auto resp = client_.txn(reservation_txn(prefix_, id_, lease_, rev_, high, holder_));
+    auto resp = client_.txn(write == Write::kRelease ? release_txn(prefix_, id_, lease_, rev_, value)
+                                                     : reservation_txn(prefix_, id_, lease_, rev_, value, holder_));
     if (!resp) return resp.error();
     if (resp->succeeded()) {
       rev_ = resp->header().revision();
-      value_ = high;
+      value_ = value;
       return Ok{};
     }
     auto s = seen(*resp);
     if (!s) return s.error();
-    if (s->lease != lease_) return lost();
-    rev_ = s->rev;
-    value_ = s->value;
-    // Only this lease writes the record while it holds the id: a value at or above `high` is an
-    // earlier copy of this write, or of a larger one, that landed after all.
-    if (s->value && *s->value >= high) return Ok{};
-  }
-  return unavailable(fmt::format("machine id {}: the high-water record changed {} times in a row under etcd lease {:x}",
-                                 id_, kRounds, lease_));
-}
-
-Status HighWaterRecord::release(Cursor last) {
-  std::lock_guard lock(mu_);
-  for (int round = 0; round < kRounds; ++round) {
-    auto resp = client_.txn(release_txn(prefix_, id_, lease_, rev_, last));
-    if (!resp) return resp.error();
-    if (resp->succeeded()) {
-      rev_ = resp->header().revision();
-      value_ = last;
-      return Ok{};
+    if (s->lease != lease_) {
+      // The id is gone from this lease. A release is done all the same (an earlier copy of it
+      // landed, or the lease expired): the record stays at or above anything this lease issued.
+      if (write == Write::kRelease) return Ok{};
+      return lost();
     }
-    auto s = seen(*resp);
-    if (!s) return s.error();
-    // The id is gone from this lease (released by an earlier copy of this write, or expired):
-    // the record stays where it is, at or above anything this lease issued.
-    if (s->lease != lease_) return Ok{};
     rev_ = s->rev;
     value_ = s->value;
+    // Only this lease writes the record while it holds the id: a value at or above the one to
+    // reserve is an earlier copy of this write, or of a larger one, that landed after all.
+    if (write == Write::kReserve && s->value && *s->value >= value) return Ok{};
   }
   return unavailable(fmt::format("machine id {}: the high-water record changed {} times in a row under etcd lease {:x}",
                                  id_, kRounds, lease_));

@@ -82,6 +82,10 @@ class HighWaterRecord {
     std::optional<Cursor> value;
   };
   Result<Seen> seen(const etcdserverpb::TxnResponse& resp) const;
+  enum class Write { kReserve, kRelease };
+  /// Writes `value` with reservation_txn() or release_txn() until the compare holds, reading the
+  /// newest revision back after each failed one.
+  Status compare_and_set(Cursor value, Write write);
   Error lost() const;
 
   Client& client_;

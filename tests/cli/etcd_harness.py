@@ -16,6 +16,8 @@ from harness import _die_with_parent, batch_ids, batch_request, fields, free_por
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
+# A TCP proxy that delays every chunk (this kernel has no netem): tests/faults/delay_proxy.py.
+DELAY_PROXY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "faults", "delay_proxy.py")
 
 
 def deadline_loop(timeout, step=0.05):

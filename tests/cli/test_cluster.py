@@ -295,6 +295,39 @@ class FailureTest(ClusterTestCase):
             eh.EtcdCluster.wait_healthy(None, 30, [node])
         self.check_outage(lambda n: n.kill(), restart)
 
+    def test_serves_behind_a_slow_etcd(self):
+        # Every etcd round trip takes 0.9-1 s here: `serve` must still connect (it did not, when a
+        # connection attempt got gRPC's 100 ms minimum back-off) and answer every call within a
+        # 1 s deadline, from the window reserved ahead, while high-water writes take a second each.
+        etcd = self.start_etcd()
+        control = os.path.join(self.tmp, "delay")
+        with open(control, "w") as f:
+            f.write("0.45")
+        listen = "127.0.0.1:%d" % free_port()
+        proxy = subprocess.Popen(["/usr/bin/python3", eh.DELAY_PROXY, "--control", control, "%s=%s" % (listen, etcd.endpoints)],
+                                 stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
+        self.addCleanup(proxy.stdout.close)
+        self.addCleanup(proxy.wait)
+        self.addCleanup(proxy.kill)
+        self.assertEqual(proxy.stdout.readline().strip(), "ready")
+        a = self.serve(listen, ttl="10s")
+        key = "/zaptid/highwater/%d" % a.client.machine_ids()[0]
+        for _ in eh.deadline_loop(10.0, 0.05):  # the first window is recorded by the top-up thread
+            first = etcd.get(key)
+            if first is not None:
+                break
+        first = int(first)
+        with open(control, "w") as f:
+            f.write("0.5")
+        answered, ids = 0, []
+        for _ in eh.deadline_loop(8.0, 0):  # 8 s: six top-ups of the window at TTL 10 s
+            ids.append(a.client.gen(timeout=1))  # raises on a missed deadline
+            answered += 1
+        self.assertGreater(answered, 20)
+        self.assertEqual(len(ids), len(set(ids)))
+        # The window moved on meanwhile: high-water writes happened, and no call waited for them.
+        self.assertGreaterEqual((int(etcd.get(key)) - first) >> 8, 500)
+
     def test_revoked_lease_is_claimed_again_and_ids_stay_unique(self):
         etcd = self.start_etcd()
         a = self.serve(etcd.endpoints, range_="4-5")
