@@ -13,6 +13,7 @@
 
 #include "client/channel.h"
 #include "core/parse.h"
+#include "core/pem_file.h"
 #include "core/version.h"
 #include "option_checks.h"
 #include "serve_limits.h"
@@ -228,10 +229,10 @@ std::shared_ptr<grpc::ServerCredentials> server_credentials(const ServeOptions& 
   }
   if (opt.tls_cert.empty() || opt.tls_key.empty()) throw Fatal(kExitUsage, "--tls-cert and --tls-key go together");
   grpc::SslServerCredentialsOptions ssl;
-  ssl.pem_key_cert_pairs.push_back({take(client::read_pem(opt.tls_key, "--tls-key"), kExitUsage),
-                                    take(client::read_pem(opt.tls_cert, "--tls-cert"), kExitUsage)});
+  ssl.pem_key_cert_pairs.push_back({take(read_pem_file(opt.tls_key, "--tls-key"), kExitUsage),
+                                    take(read_pem_file(opt.tls_cert, "--tls-cert"), kExitUsage)});
   if (!opt.tls_client_ca.empty()) {
-    ssl.pem_root_certs = take(client::read_pem(opt.tls_client_ca, "--tls-client-ca"), kExitUsage);
+    ssl.pem_root_certs = take(read_pem_file(opt.tls_client_ca, "--tls-client-ca"), kExitUsage);
     ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
   }
   return grpc::SslServerCredentials(ssl);

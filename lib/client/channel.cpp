@@ -13,12 +13,11 @@
 #include <charconv>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <random>
-#include <sstream>
 #include <vector>
 
 #include "core/parse.h"
+#include "core/pem_file.h"
 
 namespace zaptid::client {
 namespace {
@@ -137,18 +136,6 @@ Result<std::string> target_for(const std::string& server) {
   return (family == AF_INET6 ? "ipv6:" : "ipv4:") + addresses;
 }
 
-Result<std::string> read_pem(const std::string& path, std::string_view option) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return invalid(fmt::format("cannot read {} {}: {}", option, path, std::strerror(errno)));
-  std::ostringstream text;
-  text << in.rdbuf();
-  std::string pem = text.str();
-  if (pem.find("-----BEGIN ") == std::string::npos) {
-    return invalid(fmt::format("{} {} is not a PEM file", option, path));
-  }
-  return pem;
-}
-
 Result<std::shared_ptr<grpc::Channel>> make_channel(const ChannelOptions& opt, const ChannelTuning& tuning) {
   auto target = target_for(opt.server);
   if (!target) return target.error();
@@ -172,14 +159,14 @@ Result<std::shared_ptr<grpc::Channel>> make_channel(const ChannelOptions& opt, c
   if (tls) {
     grpc::SslCredentialsOptions ssl;
     if (!opt.tls_ca.empty()) {
-      auto ca = read_pem(opt.tls_ca, "--tls-ca");
+      auto ca = read_pem_file(opt.tls_ca, "--tls-ca");
       if (!ca) return ca.error();
       ssl.pem_root_certs = std::move(*ca);
     }
     if (!opt.tls_cert.empty()) {
-      auto cert = read_pem(opt.tls_cert, "--tls-cert");
+      auto cert = read_pem_file(opt.tls_cert, "--tls-cert");
       if (!cert) return cert.error();
-      auto key = read_pem(opt.tls_key, "--tls-key");
+      auto key = read_pem_file(opt.tls_key, "--tls-key");
       if (!key) return key.error();
       ssl.pem_cert_chain = std::move(*cert);
       ssl.pem_private_key = std::move(*key);

@@ -52,9 +52,6 @@ struct ChannelTuning {
 /// allows. Fails for unreadable TLS files or a bad --server.
 Result<std::shared_ptr<grpc::Channel>> make_channel(const ChannelOptions& options, const ChannelTuning& tuning = {});
 
-/// The contents of a PEM file; `option` names it in the error ("--tls-ca").
-Result<std::string> read_pem(const std::string& path, std::string_view option);
-
 /// A one-line reason for a failed call, e.g. "no answer within 1s (DEADLINE_EXCEEDED)" or
 /// "failed to connect to all addresses (UNAVAILABLE)".
 std::string describe(const grpc::Status& status, std::chrono::milliseconds timeout);

@@ -3,21 +3,12 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <fstream>
-#include <sstream>
 #include "core/parse.h"
+#include "core/pem_file.h"
 
 namespace zaptid::etcd {
 
 namespace {
-
-Result<std::string> read_pem(const std::string& path, std::string_view option) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return invalid(fmt::format("{}: cannot read {}", option, quote_input(path)));
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 /// Errors another endpoint may not have: unreachable, too slow, no leader, shutting down.
 bool try_next(grpc::StatusCode code) {
@@ -57,14 +48,14 @@ Result<std::unique_ptr<Client>> Client::create(ClientOptions options) {
     }
     grpc::SslCredentialsOptions ssl;
     if (!options.tls.ca_file.empty()) {
-      auto pem = read_pem(options.tls.ca_file, "--etcd-ca");
+      auto pem = read_pem_file(options.tls.ca_file, "--etcd-ca");
       if (!pem) return pem.error();
       ssl.pem_root_certs = *pem;
     }
     if (!options.tls.cert_file.empty()) {
-      auto cert = read_pem(options.tls.cert_file, "--etcd-cert");
+      auto cert = read_pem_file(options.tls.cert_file, "--etcd-cert");
       if (!cert) return cert.error();
-      auto key = read_pem(options.tls.key_file, "--etcd-key");
+      auto key = read_pem_file(options.tls.key_file, "--etcd-key");
       if (!key) return key.error();
       ssl.pem_cert_chain = *cert;
       ssl.pem_private_key = *key;

@@ -121,6 +121,32 @@ class TlsTest(ZaptidTestCase):
                                      "--tls-key", self.path("server.key")), 2,
                          f"--tls-cert {self.path('server.ext')} is not a PEM file")
 
+    def test_certificate_files_that_are_not_files_are_refused_at_once(self):
+        # Each would grow without end (/dev/zero), block (a FIFO with no writer) or be read whole.
+        fifo = self.path("fifo.pem")
+        os.mkfifo(fifo)
+        big = self.path("big.pem")
+        with open(big, "w") as f:
+            f.write("-----BEGIN CERTIFICATE-----\n" + "A" * (1 << 20))
+        cases = [
+            (["get", "--tls-ca", "/dev/zero"], "--tls-ca /dev/zero is not a regular file"),
+            (["get", "--tls-ca", fifo], f"--tls-ca {fifo} is not a regular file"),
+            (["get", "--tls-ca", self.tmp], f"--tls-ca {self.tmp} is not a regular file"),
+            (["get", "--tls-ca", big], f"--tls-ca {big} is {(1 << 20) + 28} bytes; a PEM file is read up to "
+                                       f"{1 << 20} bytes"),
+            (["get", "--tls-ca", self.path("ca.pem"), "--tls-cert", "/dev/zero", "--tls-key", self.path("client.key")],
+             "--tls-cert /dev/zero is not a regular file"),
+            (["serve", "--machine-id", 1, "--tls-cert", self.path("server.pem"), "--tls-key", fifo],
+             f"--tls-key {fifo} is not a regular file"),
+            (["serve", "--machine-id", 1, "--tls-cert", self.path("server.pem"), "--tls-key", self.path("server.key"),
+              "--tls-client-ca", "/dev/zero"], "--tls-client-ca /dev/zero is not a regular file"),
+            (["serve", "--machine-id-from", "etcd", "--etcd-endpoints", "127.0.0.1:9", "--etcd-ca", "/dev/zero"],
+             "--etcd-ca /dev/zero is not a regular file"),
+        ]
+        for args, message in cases:
+            with self.subTest(args=args):
+                self.assertFails(self.zaptid(*args, timeout=10), 2, message)
+
 
 if __name__ == "__main__":
     import unittest
