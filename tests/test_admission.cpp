@@ -49,6 +49,18 @@ TEST_CASE("server::Admission refuses calls whose IDs would be ready too close to
     const Verdict v = a.admit("p", 1, 0ms, -5ms);
     CHECK_FALSE(v.admitted);
     CHECK(v.retry_after >= 1ms);
+    CHECK_FALSE(a.admit("p", 1, 0ms, 0ms).admitted);
+  }
+  SUBCASE("IDs ready now need no margin: a 10 ms or 1 ms deadline is served") {
+    CHECK(a.admit("p", 1, 0ms, 10ms).admitted);
+    CHECK(a.admit("q", 1, 0ms, 1ms).admitted);
+  }
+  SUBCASE("a short wait needs a margin of at most itself") {
+    CHECK(a.admit("p", 1, 3ms, 10ms).admitted);   // ready in 3 ms, 3 ms kept free, 4 ms to spare
+    CHECK(a.admit("q", 1, 5ms, 10ms).admitted);   // 5 + 5 = 10: just fits
+    const Verdict v = a.admit("r", 1, 6ms, 10ms);  // 6 + 6 > 10
+    CHECK_FALSE(v.admitted);
+    CHECK(v.retry_after == 2ms);
   }
 }
 

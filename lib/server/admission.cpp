@@ -23,8 +23,11 @@ std::chrono::milliseconds Admission::hint(double ids) const {
 
 Verdict Admission::admit(std::string_view peer, uint64_t count, Nanos wait, Nanos to_deadline) {
   Verdict v;
-  const Nanos usable = to_deadline - margin(to_deadline);
-  if (wait > usable) {
+  // The margin keeps time free after the IDs are ready, for the wake-up and the answer's trip:
+  // only a call that waits needs it, and never more than its wait. IDs ready now are handed out
+  // to any deadline not yet past.
+  const Nanos usable = to_deadline - std::min(margin(to_deadline), std::max(wait, Nanos(0)));
+  if (to_deadline <= Nanos(0) || (wait > Nanos(0) && wait > usable)) {
     // The reservations ahead drain at the ceiling: one second of them per second.
     const auto late = std::chrono::ceil<std::chrono::milliseconds>(wait - usable);
     v.retry_after = std::max(late, std::chrono::milliseconds(1));

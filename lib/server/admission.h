@@ -46,9 +46,10 @@ class Admission {
   static Nanos margin(Nanos to_deadline);
 
   /// Admits `count` IDs for a call of `peer` (the connection) that would be ready in `wait` and
-  /// has `to_deadline` left, or refuses it with a retry hint. Refused when the IDs would be ready
-  /// after to_deadline - margin(to_deadline), or when the peer already holds reservations and
-  /// these would take it past its share of the window.
+  /// has `to_deadline` left, or refuses it with a retry hint. Refused when the deadline has
+  /// passed, when the IDs would be ready after to_deadline - min(margin(to_deadline), wait) (IDs
+  /// ready now need no margin), or when the peer already holds reservations and these would take
+  /// it past its share of the window.
   Verdict admit(std::string_view peer, uint64_t count, Nanos wait, Nanos to_deadline);
   /// Ends an admitted call's claim on its peer's share: the call was delivered or failed.
   void release(std::string_view peer, uint64_t count);

@@ -324,7 +324,11 @@ void IdService::issue(IssueCall& call, uint64_t count) {
   // before its deadline with a margin, and only within its connection's share, rather than
   // reserve IDs nobody will receive and push every later caller further back; UNAVAILABLE lets
   // a client back off (retry-after-ms) or try another server.
-  const auto to_deadline = std::chrono::duration_cast<Nanos>(call.deadline() - std::chrono::system_clock::now());
+  auto to_deadline = std::chrono::duration_cast<Nanos>(call.deadline() - std::chrono::system_clock::now());
+  // gRPC would already have ended a call whose deadline passed long ago: one "an hour in the past"
+  // is a deadline too far ahead for the clock's nanoseconds (grpc-timeout: 99999999H), which
+  // wrapped around. It means no deadline.
+  if (to_deadline < -Nanos(std::chrono::hours(1))) to_deadline = Nanos::max();
   const Nanos budget = std::min<Nanos>(to_deadline, opt_.max_queue_wait);
   // Admitted calls the worker has not reserved for yet (a new high-water being recorded) count
   // as reserved: otherwise every call arriving meanwhile would see the old cursor.

@@ -39,16 +39,16 @@ class H2Client:
         return [(":method", "POST"), (":scheme", "http"), (":path", path), (":authority", self.authority),
                 ("content-type", "application/grpc"), ("te", "trailers")]
 
-    def start_call(self, path, end_stream=False):
+    def start_call(self, path, end_stream=False, extra_headers=()):
         """Opens a stream with a gRPC request's headers; returns its id (not flushed)."""
         sid = self.conn.get_next_available_stream_id()
-        self.conn.send_headers(sid, self.headers(path), end_stream=end_stream)
+        self.conn.send_headers(sid, self.headers(path) + list(extra_headers), end_stream=end_stream)
         self.responses[sid] = {"headers": [], "data": b"", "ended": False}
         return sid
 
-    def call(self, path, payload=b"", timeout=5):
+    def call(self, path, payload=b"", timeout=5, extra_headers=()):
         """A whole unary call; returns (grpc-status as int or None, response bytes)."""
-        sid = self.start_call(path)
+        sid = self.start_call(path, extra_headers=extra_headers)
         self.conn.send_data(sid, grpc_frame(payload), end_stream=True)
         self.flush()
         self.pump_until(lambda: self.responses[sid]["ended"], timeout)
