@@ -253,6 +253,22 @@ TEST_CASE("server::IdService maps generator errors") {
   CHECK(to_grpc_status(invalid("x")).error_code() == grpc::StatusCode::INVALID_ARGUMENT);
 }
 
+TEST_CASE("server::IdService names a clock step back as the cause of a refusal, not capacity") {
+  Fixture f({5});
+  uint64_t id = 0;
+  REQUIRE(f.gen(id).ok());
+  f.clock.set(kNow - 600ms);  // within the 1 s clock wait, but longer than the call's deadline
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + 300ms);
+  idgen::IdResponse resp;
+  const auto st = f.stub->Gen(&ctx, {}, &resp);
+  CHECK(st.error_code() == grpc::StatusCode::UNAVAILABLE);
+  CHECK(st.error_message().rfind("the clock stepped back: it reads 600ms behind the newest time already used", 0) == 0);
+  CHECK(st.error_message().find("over capacity") == std::string::npos);
+  f.clock.set(kNow + 10ms);
+  CHECK(f.gen(id).ok());
+}
+
 TEST_CASE("server::IdService finishes waiting calls when their tick comes, or on stop") {
   Fixture f({5});
   // 512 IDs span two 10 ms ticks: the call waits for the second, which the fake clock never

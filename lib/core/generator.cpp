@@ -187,6 +187,11 @@ Nanos Generator::ready_at_next(uint64_t count) const {
   return ready_at(Block{first, std::max<uint64_t>(count, 1)});
 }
 
+Nanos Generator::clock_behind() const {
+  const int64_t seen_start = epoch_ns_ + static_cast<int64_t>(seen_tick_.load(std::memory_order_acquire) * unit_ns_);
+  return Nanos(std::max<int64_t>(0, seen_start - opt_.clock->now().count()));
+}
+
 bool Generator::is_ready(const Block& block) const {
   return block.ready || (block.last() >> seq_bits_) <= seen_tick_.load(std::memory_order_relaxed) ||
          opt_.clock->now() >= ready_at(block);

@@ -113,6 +113,10 @@ class Generator {
   /// since other threads reserve meanwhile. Reads the clock, and sees a step back of it as
   /// reserve() does (a server that refuses the call on this forecast never calls reserve()).
   Nanos ready_at_next(uint64_t count) const;
+  /// How far the clock now reads behind the start of the newest tick it has shown this generator
+  /// (zero when it is not behind): a step back that every new reservation must wait out. Reads
+  /// the clock.
+  Nanos clock_behind() const;
   /// True when the clock has shown the tick of the block's last cursor (now or before).
   bool is_ready(const Block& block) const;
   /// Sleeps (through the clock) until `block` is ready. Fails, and the block's IDs are then

@@ -338,6 +338,17 @@ void IdService::issue(IssueCall& call, uint64_t count) {
   std::string peer = call.peer();
   const Verdict verdict = admission_.admit(peer, count, wait, budget);
   if (!verdict.admitted) {
+    // A clock that stepped back makes every reservation wait, however idle the server: when the
+    // step is most of the wait, that is the cause to name, in the message and in the metric.
+    if (const Nanos behind = gen->clock_behind(); behind > Nanos(0) && 2 * behind >= wait) {
+      metrics_.refused(lane, Refusal::kClockBehind);
+      const auto behind_ms = std::chrono::ceil<std::chrono::milliseconds>(behind);
+      call.refuse(fmt::format("the clock stepped back: it reads {} behind the newest time already used, more than "
+                              "this call's deadline leaves to wait; retry in {} ms",
+                              format_duration_ms(behind_ms.count()), behind_ms.count()),
+                  behind_ms);
+      return;
+    }
     metrics_.refused(lane, Refusal::kOverCapacity);
     call.refuse(fmt::format("{}; the layout issues at most {:.0f} IDs/s per machine id; retry in {} ms",
                             verdict.reason, layout_.ceiling_per_second(), verdict.retry_after.count()),
