@@ -182,8 +182,10 @@ class ClaimTest(ClusterTestCase):
         # Without the client certificate etcd refuses the handshake.
         r = self.zaptid(*self.serve_args(etcd.endpoints, "--etcd-ca", certs["ca"]))
         self.assertFails(r, 1, "etcd lease grant failed on every endpoint")
-        r = self.zaptid(*self.serve_args(etcd.endpoints, "--etcd-ca", os.path.join(self.tmp, "missing.pem")))
-        self.assertFails(r, 2, "--etcd-ca: cannot read '")
+        missing = os.path.join(self.tmp, "missing.pem")
+        r = self.zaptid(*self.serve_args(etcd.endpoints, "--etcd-ca", missing))
+        # The same words as for --tls-ca: one reader for every certificate file.
+        self.assertFails(r, 2, "cannot read --etcd-ca %s: No such file or directory" % missing)
 
 
 class HighWaterTest(ClusterTestCase):
