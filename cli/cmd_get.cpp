@@ -12,7 +12,7 @@
 #include "core/parse.h"
 #include "idgen.grpc.pb.h"
 #include "option_checks.h"
-#include "server/grpc_log.h"
+#include "server/log_limit.h"
 
 namespace zaptid::cli {
 

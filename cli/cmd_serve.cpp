@@ -17,26 +17,30 @@
 #include "core/version.h"
 #include "option_checks.h"
 #include "serve_limits.h"
-#include "server/grpc_log.h"
+#include "server/log_limit.h"
 #include "server/id_service.h"
 #include "server/listen.h"
 #include "server/metrics_http.h"
 #include "server/store_metrics.h"
-#include "reset_guard.h"
-#include "serve_limits.h"
+#include "net_guard.h"
 
 namespace zaptid::cli {
 namespace {
 
-/// The process-wide guards' counts (serve_limits.h, reset_guard.h) for /metrics.
+/// The connection guard's counts (net_guard.h) for /metrics.
 void write_guard_metrics(std::string& out) {
   constexpr std::string_view kName = "zaptid_connections_closed_total";
   server::write_family(out, kName, "counter",
                        "Connections the server closed itself, by reason: stream_resets (a client reset more calls "
-                       "than --max-stream-resets within a second), out_of_descriptors (accepted and closed at once "
-                       "while no descriptor was free).");
-  server::write_sample(out, kName, "reason=\"stream_resets\"", reset_guard_closed());
-  server::write_sample(out, kName, "reason=\"out_of_descriptors\"", accept_guard_counts().closed);
+                       "than --max-stream-resets within a second), server_resets (it reset a call while all clients "
+                       "together had reset more than 10 x --max-stream-resets within a second), streams_before_ack "
+                       "(it opened more than --max-streams calls before acknowledging the server's settings), "
+                       "header_block (one request's headers over 16KiB), control_frames (more than "
+                       "--max-control-frames frames carrying no request within a second), out_of_descriptors "
+                       "(accepted and closed at once while no descriptor was free).");
+  for (std::string_view reason : kGuardReasons) {
+    server::write_sample(out, kName, fmt::format("reason=\"{}\"", reason), guard_closed(reason));
+  }
 }
 
 }  // namespace
@@ -111,6 +115,14 @@ void setup_serve(CLI::App& app, Action& action) {
                   "Closes a connection whose client resets more than this many calls (HTTP/2 RST_STREAM) "
                   "within one second: HTTP/2 rapid reset (CVE-2023-44487); 0: no limit")
       ->envname("ZAPTID_MAX_STREAM_RESETS")
+      ->transform(decimal_only())
+      ->capture_default_str()
+      ->group("Limits");
+  sub->add_option("--max-control-frames", opt->max_control_frames,
+                  "Closes a connection whose client sends more than this many frames that carry no request "
+                  "(PING, SETTINGS, WINDOW_UPDATE, PRIORITY, CONTINUATION, empty DATA) within one second: they "
+                  "cost the server CPU and gRPC does not bound them; 0: no limit")
+      ->envname("ZAPTID_MAX_CONTROL_FRAMES")
       ->transform(decimal_only())
       ->capture_default_str()
       ->group("Limits");
@@ -300,8 +312,13 @@ int run_serve(const ServeOptions& opt) {
     for (const auto& u : unix_sockets) server::remove_unix_socket(u);
   };
   const uint64_t max_fds = raise_descriptor_limit();
-  arm_accept_guard();
-  arm_reset_guard(opt.max_stream_resets);
+  GuardOptions guard;
+  guard.limits.resets_per_second = opt.max_stream_resets;
+  guard.limits.streams_before_ack = opt.max_streams;
+  guard.limits.control_frames_per_second = opt.max_control_frames;
+  // Ten connections at their limit at once: more than any fleet of honest clients cancelling.
+  guard.server_resets_per_second = static_cast<uint32_t>(std::min<uint64_t>(uint64_t{10} * opt.max_stream_resets, UINT32_MAX));
+  arm_net_guard(guard);
   SystemClock clock;
   Lanes lanes = open_lanes(opt, layout, clock);
 
@@ -327,7 +344,11 @@ int run_serve(const ServeOptions& opt) {
   std::vector<int> ports(bind_to.size(), 0);
   for (size_t i = 0; i < bind_to.size(); ++i) builder.AddListeningPort(bind_to[i], creds, &ports[i]);
   service->add_to(builder, {opt.threads, opt.max_streams});
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  std::unique_ptr<grpc::Server> server;
+  {
+    GrpcListeners grpc_listeners;  // the sockets BuildAndStart() listens on are the guard's
+    server = builder.BuildAndStart();
+  }
   std::vector<std::string> bound;
   for (size_t i = 0; server && i < opt.listen.size(); ++i) {
     if (ports[i] == 0) break;
@@ -360,7 +381,10 @@ int run_serve(const ServeOptions& opt) {
       return out;
     };
     mo.not_ready = [s = service.get()] { return s->not_ready_reason(); };
-    mo.log = [](const std::string& line) { spdlog::warn("metrics http: {}", line); };
+    // A client causes most of these (an oversized header: one line per request), so they are limited.
+    mo.log = [](const std::string& format, const std::string& line) {
+      server::log_limited(spdlog::level::warn, "metrics http: " + format, "metrics http: " + line);
+    };
     auto started = server::MetricsHttp::start(std::move(mo));
     if (!started) {
       service->shutdown(*server, std::chrono::system_clock::now());
@@ -376,11 +400,11 @@ int run_serve(const ServeOptions& opt) {
   const std::string source = lanes.source.find(' ') == std::string::npos ? lanes.source : '"' + lanes.source + '"';
   spdlog::info(
       "zaptid {} serving listen={} {} machine-id={} source={} lanes={} max-batch={} threads={} max-streams={} tls={} "
-      "handshake-timeout={} idle-timeout={} max-memory={} max-stream-resets={} max-fds={} metrics={}",
+      "handshake-timeout={} idle-timeout={} max-memory={} max-stream-resets={} max-control-frames={} max-fds={} metrics={}",
       kVersion, fmt::join(bound, ","), describe_layout(layout), fmt::join(ids, ","), source, ids.size(),
       service->max_batch(), opt.threads, opt.max_streams,
       opt.tls_cert.empty() ? "off" : (opt.tls_client_ca.empty() ? "on" : "mutual"), opt.handshake_timeout,
-      opt.idle_timeout, opt.max_memory, opt.max_stream_resets, max_fds,
+      opt.idle_timeout, opt.max_memory, opt.max_stream_resets, opt.max_control_frames, max_fds,
       metrics ? fmt::format("{}", fmt::join(metrics->bound(), ",")) : std::string("off"));
 
   int signal = 0;

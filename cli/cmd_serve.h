@@ -27,6 +27,7 @@ struct ServeOptions {
   std::string idle_timeout = "5m";        ///< connections with no call for this long are closed; 0: never
   std::string max_memory = "64MiB";       ///< gRPC's memory budget (grpc::ResourceQuota)
   uint32_t max_stream_resets = 1000;      ///< RST_STREAM frames per second per connection; 0: no limit
+  uint32_t max_control_frames = 10000;    ///< frames carrying no request per second per connection; 0: no limit
   std::string tls_cert;
   std::string tls_key;
   std::string tls_client_ca;

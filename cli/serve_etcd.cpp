@@ -14,7 +14,7 @@
 #include "core/parse.h"
 #include "etcd/leased_lanes.h"
 #include "option_checks.h"
-#include "server/grpc_log.h"
+#include "server/log_limit.h"
 #include "server/id_service.h"
 #include "server/store_metrics.h"
 

@@ -24,7 +24,7 @@ option(ZAPTID_STATIC_GRPC "Link gRPC, protobuf, abseil, re2 and c-ares from Debi
 option(ZAPTID_STATIC_OPENSSL "Link OpenSSL and zlib statically too (off: take Debian's security updates)" OFF)
 
 add_library(zaptid_grpc INTERFACE)
-# What a target that calls OpenSSL itself (cli/reset_guard.cpp) links.
+# What a target that calls OpenSSL itself (cli/net_guard.cpp) links.
 set(ZAPTID_OPENSSL_LINK OpenSSL::SSL OpenSSL::Crypto)
 if(NOT ZAPTID_STATIC_GRPC)
   target_link_libraries(zaptid_grpc INTERFACE gRPC::grpc++ protobuf::libprotobuf absl::synchronization)

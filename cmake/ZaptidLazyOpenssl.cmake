@@ -4,7 +4,7 @@
 # or `serve` calls none. Linked the usual way, libssl and libcrypto are loaded and bound (libcrypto
 # is built with BIND_NOW) at every start all the same: 1.2 ms of an empty program's 0.8 here
 # (docs/BENCHMARKS.md). So zaptid-net does not link them. Instead this file generates, for each
-# OpenSSL function that gRPC's archives (or reset_guard.cpp) call, a two-instruction function of
+# OpenSSL function that gRPC's archives (or net_guard.cpp) call, a two-instruction function of
 # that name that jumps through a table. The table starts out pointing at a stub that calls
 # lib/lazy_openssl/load.cpp, which opens libssl.so.3 (dlopen, RTLD_GLOBAL), fills the whole table
 # from it with dlsym, and goes on to the real function. Debian's security updates of OpenSSL
@@ -15,7 +15,7 @@
 # what a target that calls OpenSSL itself links (this target, or OpenSSL::SSL and Crypto).
 
 # Which OpenSSL functions to wrap: what the archives leave undefined that libssl or libcrypto
-# defines. reset_guard.cpp's own calls are among gRPC's; a function missing here fails the link.
+# defines. net_guard.cpp's own calls are among gRPC's; a function missing here fails the link.
 function(zaptid_lazy_openssl_symbols out_var ssl_so crypto_so)
   set(exported)
   foreach(so IN ITEMS ${ssl_so} ${crypto_so})
@@ -46,7 +46,7 @@ function(zaptid_lazy_openssl_symbols out_var ssl_so crypto_so)
 endfunction()
 
 # The stubs, the table and the names, as GNU assembler for x86-64 (System V ABI). Each function
-# is weak, so that a definition of zaptid's own wins (reset_guard.cpp's SSL_read, which calls the
+# is weak, so that a definition of zaptid's own wins (net_guard.cpp's SSL_read, which calls the
 # real one), and jumps through its table entry; until the first call loads OpenSSL, every entry points at a stub
 # that passes its index in %r11 (free at a call: no argument travels in it) to .Lresolve.
 function(zaptid_lazy_openssl_write_stubs path)

@@ -45,7 +45,7 @@ _zaptid()
         decode) opts="--help --format $layout_opts $log_opts" ;;
         compose) opts="--help --time --tick --sequence --machine-id --max --format $layout_opts $log_opts" ;;
         serve)
-            opts="--help --listen --lanes --max-batch --threads --max-streams --metrics-listen --shutdown-timeout --handshake-timeout --idle-timeout --max-memory --max-stream-resets --tls-cert --tls-key --tls-client-ca
+            opts="--help --listen --lanes --max-batch --threads --max-streams --metrics-listen --shutdown-timeout --handshake-timeout --idle-timeout --max-memory --max-stream-resets --max-control-frames --tls-cert --tls-key --tls-client-ca
                 $identity_opts $layout_opts $etcd_opts $log_opts"
             ;;
         get) opts="--help -s --server -n --count --timeout --format --decode --info $tls_client_opts $log_opts" ;;

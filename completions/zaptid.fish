@@ -57,6 +57,7 @@ complete -c zaptid -n '__fish_seen_subcommand_from serve' -l handshake-timeout -
 complete -c zaptid -n '__fish_seen_subcommand_from serve' -l idle-timeout -x -d 'Close connections with no call for this long (0 never)'
 complete -c zaptid -n '__fish_seen_subcommand_from serve' -l max-memory -x -d 'Memory budget of connections and calls'
 complete -c zaptid -n '__fish_seen_subcommand_from serve' -l max-stream-resets -x -d 'Close a connection resetting more calls per second (0 no limit)'
+complete -c zaptid -n '__fish_seen_subcommand_from serve' -l max-control-frames -x -d 'Close a connection sending more frames without a request per second (0 no limit)'
 complete -c zaptid -n '__fish_seen_subcommand_from serve' -l tls-key -r -F -d 'Private key file'
 complete -c zaptid -n '__fish_seen_subcommand_from serve' -l tls-client-ca -r -F -d 'CA for client certificates'
 complete -c zaptid -n '__fish_seen_subcommand_from serve' -l machine-id-from -x -a 'local etcd' -d 'Where the machine id comes from'

@@ -29,7 +29,7 @@ namespace {
 }
 
 void load_all() {
-  // RTLD_GLOBAL: reset_guard.cpp finds the real SSL_read with dlsym(RTLD_NEXT).
+  // RTLD_GLOBAL: net_guard.cpp finds the real SSL_read with dlsym(RTLD_NEXT).
   void* ssl = ::dlopen(ZAPTID_LIBSSL_SONAME, RTLD_NOW | RTLD_GLOBAL);
   if (ssl == nullptr) fail(std::string("cannot be loaded: ") + ::dlerror());
   // Resolve them all before publishing any, so a library without one of them fails as a whole.

@@ -156,7 +156,7 @@ void log_mhd(void* cls, const char* format, va_list ap) {
   std::vsnprintf(buf, sizeof buf, format, ap);
   std::string line(buf);
   while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.pop_back();
-  opt.log(line);
+  opt.log(format, line);
 }
 
 }  // namespace

@@ -22,8 +22,9 @@ struct MetricsHttpOptions {
   std::function<std::string()> metrics;
   /// Why the service would not issue IDs now, or "" when it would (/readyz).
   std::function<std::string()> not_ready;
-  /// Where libmicrohttpd's own error messages go.
-  std::function<void(const std::string&)> log;
+  /// Where libmicrohttpd's own error messages go: the message's format (the same for every
+  /// line of one kind, whatever the client sent: a key to limit them by) and the line.
+  std::function<void(const std::string& format, const std::string& line)> log;
   unsigned max_connections = 16;           ///< at once, over all clients
   unsigned max_connections_per_ip = 4;     ///< at once, from one address
   unsigned timeout_seconds = 5;            ///< a connection idle this long is closed

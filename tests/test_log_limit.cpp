@@ -1,4 +1,4 @@
-#include "server/grpc_log.h"
+#include "server/log_limit.h"
 
 #include <doctest/doctest.h>
 

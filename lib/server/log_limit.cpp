@@ -1,4 +1,4 @@
-#include "server/grpc_log.h"
+#include "server/log_limit.h"
 
 #include <grpc/support/log.h>
 #include <spdlog/spdlog.h>
@@ -13,28 +13,20 @@ namespace {
 
 std::atomic<spdlog::level::level_enum> g_error_level{spdlog::level::warn};
 std::mutex g_mu;
-// 5 lines per gRPC source line per 10 s: enough to see what happens, not enough to fill a disk.
-LogLimiter g_limiter(5, std::chrono::seconds(10));
+// 5 lines per key per 10 s: enough to see what happens, not enough to fill a disk.
+LogLimiter g_limiter(5, std::chrono::seconds(10));  // under g_mu
 
 void forward(gpr_log_func_args* args) {
   const auto level = args->severity == GPR_LOG_SEVERITY_ERROR ? g_error_level.load() : spdlog::level::debug;
   if (!spdlog::should_log(level)) return;
-  LogLimiter::Decision d;
-  {
-    std::lock_guard lock(g_mu);
-    d = g_limiter.admit(fmt::format("{}:{}", args->file, args->line), LogLimiter::Clock::now());
-  }
-  if (d.suppressed > 0) {
-    spdlog::log(level, "grpc: {} more lines like the next were suppressed ({}:{})", d.suppressed, args->file,
-                args->line);
-  }
-  if (d.log) spdlog::log(level, "grpc: {} ({}:{})", args->message, args->file, args->line);
+  log_limited(level, fmt::format("{}:{}", args->file, args->line),
+              fmt::format("grpc: {} ({}:{})", args->message, args->file, args->line));
 }
 
 }  // namespace
 
 LogLimiter::Decision LogLimiter::admit(const std::string& key, Clock::time_point now) {
-  // Bounded: gRPC has a few hundred log sites; forget all if something odd makes more keys.
+  // Bounded: there are a few hundred log sites; forget all if something odd makes more keys.
   if (buckets_.size() > 1024) buckets_.clear();
   auto [it, fresh] = buckets_.try_emplace(key);
   Bucket& b = it->second;
@@ -50,6 +42,17 @@ LogLimiter::Decision LogLimiter::admit(const std::string& key, Clock::time_point
     ++b.suppressed;
   }
   return d;
+}
+
+void log_limited(spdlog::level::level_enum level, const std::string& key, std::string_view message) {
+  if (!spdlog::should_log(level)) return;
+  LogLimiter::Decision d;
+  {
+    std::lock_guard lock(g_mu);
+    d = g_limiter.admit(key, LogLimiter::Clock::now());
+  }
+  if (d.suppressed > 0) spdlog::log(level, "{} more lines like the next were suppressed", d.suppressed);
+  if (d.log) spdlog::log(level, "{}", message);
 }
 
 void route_grpc_logs(spdlog::level::level_enum error_level) {
