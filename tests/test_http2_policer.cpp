@@ -232,13 +232,13 @@ TEST_CASE("server::Http2Policer frames that carry no request") {
     CAPTURE(k.name);
     Http2Policer c;
     c.restart(limits(0, 0, 0, 100));
-    // start() sent 2 SETTINGS frames; 98 more fit in the window.
-    CHECK(feed(c, flood(k.type, k.flags, k.payload, k.stream, 98)) == V::kOk);
+    // 100, and 4 for the stream flood() opened; start() sent 2 SETTINGS frames: 102 more fit.
+    CHECK(feed(c, flood(k.type, k.flags, k.payload, k.stream, 102)) == V::kOk);
     Bytes one;
     append_frame(one, k.type, k.stream, k.payload, k.flags);
     CHECK(feed(c, one, 999) == V::kControlFrames);
     c.restart(limits(0, 0, 0, 100));
-    CHECK(feed(c, flood(k.type, k.flags, k.payload, k.stream, 98)) == V::kOk);
+    CHECK(feed(c, flood(k.type, k.flags, k.payload, k.stream, 102)) == V::kOk);
     CHECK(feed(c, one, 1000) == V::kOk);  // the next window
   }
 
@@ -252,6 +252,22 @@ TEST_CASE("server::Http2Policer frames that carry no request") {
   CHECK(feed(c, b) == V::kOk);
   CHECK(c.control_frames_in_window() == 2);
   CHECK(Http2Policer::reason(V::kControlFrames) == "control_frames");
+
+  // Each stream opened in the window earns 4 (a gRPC client answers each response with about 2
+  // WINDOW_UPDATE frames); streams of an earlier window earn nothing now.
+  c.restart(limits(0, 0, 0, 10));
+  b = start();
+  append_streams(b, 1, 100);
+  for (int k = 0; k < 408; ++k) append_frame(b, kWindowUpdate, 0, {0, 0, 0, 1});  // 2 + 408 = 10 + 400
+  CHECK(feed(c, b, 0) == V::kOk);
+  Bytes wu;
+  append_frame(wu, kWindowUpdate, 0, {0, 0, 0, 1});
+  CHECK(feed(c, wu, 999) == V::kControlFrames);
+  c.restart(limits(0, 0, 0, 10));
+  CHECK(feed(c, b, 0) == V::kOk);
+  Bytes eleven;
+  for (int k = 0; k < 11; ++k) append_frame(eleven, kWindowUpdate, 0, {0, 0, 0, 1});
+  CHECK(feed(c, eleven, 1000) == V::kControlFrames);
 }
 
 TEST_CASE("server::ResetBudget bounds resets over all connections") {

@@ -7,6 +7,7 @@ namespace {
 
 constexpr std::string_view kPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 constexpr int64_t kWindowMs = 1000;
+constexpr uint32_t kControlFramesPerStream = 4;
 
 // Frame types and flags (RFC 9113, section 6).
 constexpr uint8_t kData = 0x0;
@@ -63,6 +64,7 @@ Http2Policer::Verdict Http2Policer::frame(int64_t now_ms) {
     window_start_ms_ = now_ms;
     resets_ = 0;
     control_ = 0;
+    opened_in_window_ = 0;
   }
 
   // A header block: its bytes add up over CONTINUATION frames until END_HEADERS.
@@ -79,6 +81,7 @@ Http2Policer::Verdict Http2Policer::frame(int64_t now_ms) {
       if (stream % 2 == 1 && stream > highest_stream_) {
         highest_stream_ = stream;
         ++opened_;
+        ++opened_in_window_;
         request = true;
         if (!acked_ && over(opened_, limits_.streams_before_ack)) return Verdict::kStreamsBeforeAck;
       }
@@ -97,7 +100,12 @@ Http2Policer::Verdict Http2Policer::frame(int64_t now_ms) {
     default:
       break;
   }
-  if (!request && over(++control_, limits_.control_frames_per_second)) return Verdict::kControlFrames;
+  // Clients answer the server's DATA with WINDOW_UPDATE frames: each call earns a few.
+  if (!request && ++control_ > limits_.control_frames_per_second +
+                                   uint64_t{kControlFramesPerStream} * opened_in_window_ &&
+      limits_.control_frames_per_second != 0) {
+    return Verdict::kControlFrames;
+  }
   return Verdict::kOk;
 }
 

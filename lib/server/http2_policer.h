@@ -20,9 +20,10 @@ struct PolicerLimits {
   /// metadata limit, more than a valid request's headers take (gRPC 1.51's HPACK parser, CVE-2023-33953,
   /// spends seconds of CPU on one endless block).
   uint32_t header_block_bytes = kHeaderBlockBytes;
-  /// Frames per second that carry no request: PING, SETTINGS, WINDOW_UPDATE, PRIORITY,
-  /// CONTINUATION (a valid block needs none: it fits one frame), DATA without bytes or end,
-  /// HEADERS that open no stream, and unknown types.
+  /// Frames per second that carry no request, beyond 4 for each stream opened in that second:
+  /// PING, SETTINGS, WINDOW_UPDATE, PRIORITY, CONTINUATION (a valid block needs none: it fits
+  /// one frame), DATA without bytes or end, HEADERS that open no stream, and unknown types. A
+  /// gRPC C++ or Python client sends about 2 WINDOW_UPDATE frames per call it makes.
   uint32_t control_frames_per_second = 10000;
 
   static constexpr uint32_t kHeaderBlockBytes = 16384;
@@ -68,7 +69,7 @@ class Http2Policer {
     kServerResets,     ///< a reset while the server-wide ResetBudget was spent
     kStreamsBeforeAck, ///< more than streams_before_ack streams opened before the SETTINGS ACK
     kHeaderBlock,      ///< a header block longer than header_block_bytes
-    kControlFrames,    ///< more than control_frames_per_second frames that carry no request
+    kControlFrames,    ///< more frames that carry no request than control_frames_per_second allows
   };
 
   /// Starts over for a new connection. `shared` (may be null) is the server-wide reset budget;
@@ -109,6 +110,7 @@ class Http2Policer {
   int64_t window_start_ms_ = INT64_MIN / 2;
   uint32_t resets_ = 0;
   uint32_t control_ = 0;
+  uint32_t opened_in_window_ = 0;
 };
 
 }  // namespace zaptid::server

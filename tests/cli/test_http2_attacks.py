@@ -226,6 +226,12 @@ class Http2AttacksTest(ZaptidTestCase):
             futures = [gen.future(b"", timeout=5 if k % 10 else 0.0005) for k in range(3000)]
             ok = sum(1 for f in futures if f.exception() is None)
         self.assertGreaterEqual(ok, 2000)
+        # gRPC C++ clients at full speed: about 2 WINDOW_UPDATE frames per call, 50,000 a second
+        # and more per connection, which a flat limit on frames without a request would close.
+        for method in (("--method", "gen", "-c", "2", "-m", "16"), ("--method", "batch", "-m", "4")):
+            r = self.zaptid("bench", "--server", s.address, "--duration", "2s", *method)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertNotIn("error", r.stdout + r.stderr)
         for reason in ("stream_resets", "server_resets", "streams_before_ack", "header_block", "control_frames"):
             self.assertEqual(self.closed(s, reason), 0, reason)
         self.assertNotIn("closed a connection", s.log())
