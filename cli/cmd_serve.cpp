@@ -120,8 +120,8 @@ void setup_serve(CLI::App& app, Action& action) {
       ->group("Limits");
   sub->add_option("--max-control-frames", opt->max_control_frames,
                   "Closes a connection whose client sends more than this many frames that carry no request "
-                  "(PING, SETTINGS, WINDOW_UPDATE, PRIORITY, CONTINUATION, empty DATA) within one second: they "
-                  "cost the server CPU and gRPC does not bound them; 0: no limit")
+                  "(PING, SETTINGS, WINDOW_UPDATE, PRIORITY, CONTINUATION, empty DATA) within one second, beyond 4 "
+                  "per call it opened: they cost the server CPU and gRPC does not bound them; 0: no limit")
       ->envname("ZAPTID_MAX_CONTROL_FRAMES")
       ->transform(decimal_only())
       ->capture_default_str()
