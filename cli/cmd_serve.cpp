@@ -13,7 +13,6 @@
 
 #include "client/channel.h"
 #include "core/parse.h"
-#include "core/pem_file.h"
 #include "core/version.h"
 #include "option_checks.h"
 #include "serve_limits.h"
@@ -23,6 +22,7 @@
 #include "server/metrics_http.h"
 #include "server/store_metrics.h"
 #include "net_guard.h"
+#include "serve_tls.h"
 
 namespace zaptid::cli {
 namespace {
@@ -126,7 +126,9 @@ void setup_serve(CLI::App& app, Action& action) {
       ->transform(decimal_only())
       ->capture_default_str()
       ->group("Limits");
-  sub->add_option("--tls-cert", opt->tls_cert, "Serve TLS with this PEM certificate (chain); needs --tls-key")
+  sub->add_option("--tls-cert", opt->tls_cert,
+                  "Serve TLS with this PEM certificate (chain); needs --tls-key. SIGHUP reads it, the key and "
+                  "the client CA again for new connections (a bad file keeps the old ones)")
       ->envname("ZAPTID_TLS_CERT")
       ->group("TLS");
   sub->add_option("--tls-key", opt->tls_key, "PEM private key of --tls-cert")->envname("ZAPTID_TLS_KEY")->group("TLS");
@@ -146,6 +148,7 @@ void setup_serve(CLI::App& app, Action& action) {
   sub->footer(
       "--machine-id takes one id or, with --lanes, a range A-B (env ZAPTID_MACHINE_ID).\n"
       "Stops on SIGINT/SIGTERM: finishes calls in flight, records what was issued, exits 0.\n"
+      "SIGHUP re-reads --tls-cert, --tls-key and --tls-client-ca (without TLS it is logged and ignored).\n"
       "Example: zaptid serve --listen 127.0.0.1:8888 --machine-id 5");
   sub->callback([opt, &action] { action = [opt] { return run_serve(*opt); }; });
 }
@@ -234,22 +237,6 @@ std::string describe_layout(const Layout& l) {
                      l.bits_time, l.bits_sequence, l.bits_machine);
 }
 
-std::shared_ptr<grpc::ServerCredentials> server_credentials(const ServeOptions& opt) {
-  if (opt.tls_cert.empty() && opt.tls_key.empty()) {
-    if (!opt.tls_client_ca.empty()) throw Fatal(kExitUsage, "--tls-client-ca needs --tls-cert and --tls-key");
-    return grpc::InsecureServerCredentials();
-  }
-  if (opt.tls_cert.empty() || opt.tls_key.empty()) throw Fatal(kExitUsage, "--tls-cert and --tls-key go together");
-  grpc::SslServerCredentialsOptions ssl;
-  ssl.pem_key_cert_pairs.push_back({take(read_pem_file(opt.tls_key, "--tls-key"), kExitUsage),
-                                    take(read_pem_file(opt.tls_cert, "--tls-cert"), kExitUsage)});
-  if (!opt.tls_client_ca.empty()) {
-    ssl.pem_root_certs = take(read_pem_file(opt.tls_client_ca, "--tls-client-ca"), kExitUsage);
-    ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
-  }
-  return grpc::SslServerCredentials(ssl);
-}
-
 // The largest request any served method accepts, with room to spare: Gen/GenBatch/Info and
 // health requests are a few bytes, reflection requests name one file or symbol.
 constexpr int kMaxRequestBytes = 4096;
@@ -260,15 +247,36 @@ int clamp_ms(std::chrono::milliseconds ms) {
   return static_cast<int>(std::min<int64_t>(ms.count(), std::numeric_limits<int>::max()));
 }
 
-// Blocks SIGINT and SIGTERM in this thread and every thread started after, so that only the
-// sigwait() below receives them.
-sigset_t block_stop_signals() {
+// Blocks SIGINT, SIGTERM and SIGHUP in this thread and every thread started after, so that only
+// the sigwait() below receives them (SIGHUP's default action would kill the server).
+sigset_t block_serve_signals() {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   return set;
+}
+
+std::string format_unix(int64_t seconds) { return format_timestamp_ms(seconds * 1000); }
+
+// SIGHUP: the TLS files read again; a bad one keeps those served, and the log says why.
+void reload_tls(ServeTls* tls) {
+  if (tls == nullptr) {
+    spdlog::info("SIGHUP received: ignored (serve has no TLS files to read again)");
+    return;
+  }
+  const int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                          std::chrono::system_clock::now().time_since_epoch()).count();
+  const auto validity = tls->reload(now);
+  if (!validity) {
+    spdlog::warn("SIGHUP received: TLS files not replaced, new connections keep the old ones: {}",
+                 validity.message());
+    return;
+  }
+  spdlog::info("SIGHUP received: TLS files read again; new connections get the certificate valid until {}",
+               format_unix(validity->not_after));
 }
 
 }  // namespace
@@ -277,7 +285,7 @@ int run_serve(const ServeOptions& opt) {
   // Before anything can start a thread (gRPC starts its own as soon as it is first touched): a
   // SIGTERM that reached such a thread would kill the server without a clean stop. A signal that
   // arrives while starting stays pending and stops the server right after it started.
-  const sigset_t stop_signals = block_stop_signals();
+  const sigset_t serve_signals = block_serve_signals();
   // One malloc arena: requests are served on one thread, and each extra arena keeps megabytes
   // of freed call memory resident.
   mallopt(M_ARENA_MAX, 1);
@@ -298,7 +306,8 @@ int run_serve(const ServeOptions& opt) {
   for (const auto& addr : opt.metrics_listen) {
     if (auto st = server::MetricsHttp::check_address(addr); !st) throw Fatal(kExitUsage, st.message());
   }
-  auto creds = server_credentials(opt);
+  // Declared before the server, which so stops before the files gRPC fetches from go away.
+  const std::unique_ptr<ServeTls> tls = ServeTls::open(opt);
   // What gRPC binds: unix: sockets under a private name first, moved onto their path once bound.
   std::vector<std::string> bind_to = opt.listen;
   std::vector<server::UnixSocket> unix_sockets;
@@ -342,7 +351,9 @@ int run_serve(const ServeOptions& opt) {
   quota.Resize(static_cast<size_t>(max_memory));
   builder.SetResourceQuota(quota);
   std::vector<int> ports(bind_to.size(), 0);
-  for (size_t i = 0; i < bind_to.size(); ++i) builder.AddListeningPort(bind_to[i], creds, &ports[i]);
+  for (size_t i = 0; i < bind_to.size(); ++i) {
+    builder.AddListeningPort(bind_to[i], tls ? tls->port_credentials() : grpc::InsecureServerCredentials(), &ports[i]);
+  }
   service->add_to(builder, {opt.threads, opt.max_streams});
   std::unique_ptr<grpc::Server> server;
   {
@@ -374,10 +385,11 @@ int run_serve(const ServeOptions& opt) {
   if (!opt.metrics_listen.empty()) {
     server::MetricsHttpOptions mo;
     mo.addresses = opt.metrics_listen;
-    mo.metrics = [s = service.get(), &lanes] {
+    mo.metrics = [s = service.get(), &lanes, t = tls.get()] {
       std::string out = s->metrics_text();
       if (lanes.write_metrics) lanes.write_metrics(out);
       write_guard_metrics(out);
+      if (t != nullptr) t->write_metrics(out);
       return out;
     };
     mo.not_ready = [s = service.get()] { return s->not_ready_reason(); };
@@ -408,7 +420,7 @@ int run_serve(const ServeOptions& opt) {
       metrics ? fmt::format("{}", fmt::join(metrics->bound(), ",")) : std::string("off"));
 
   int signal = 0;
-  sigwait(&stop_signals, &signal);
+  while (sigwait(&serve_signals, &signal) == 0 && signal == SIGHUP) reload_tls(tls.get());
   spdlog::info("{} received: stopping (calls in flight get up to {})", signal == SIGINT ? "SIGINT" : "SIGTERM",
                format_duration_ms(shutdown_timeout.count()));
   // Reports NOT_SERVING, stops accepting, waits for calls in flight up to the deadline (the

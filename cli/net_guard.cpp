@@ -131,7 +131,8 @@ void closed_one(Http2Policer::Verdict v, const std::string& peer) {
   const uint64_t total = g_closed[reason_index(reason)].fetch_add(1, std::memory_order_relaxed) + 1;
   server::log_limited(spdlog::level::warn, fmt::format("guard:{}", reason),
                       fmt::format("closed a connection{}{}: {}; {} closed for this so far", peer.empty() ? "" : " from ",
-                                  peer, why(v), total));
+                                  peer, why(v), total),
+                      1);  // one line per reason per 10 s: it carries the running count
 }
 
 /// The table slot of `fd`, or nullptr when the guard is off or the number is past the table.
@@ -211,7 +212,8 @@ void shed(int listener, int err) {
   server::log_limited(spdlog::level::warn, "guard:out_of_descriptors",
                       fmt::format("out of file descriptors ({}): closing new connections at once until some are free "
                                   "({} closed in {} episodes so far); raise LimitNOFILE or lower --idle-timeout",
-                                  std::strerror(err), total, times));
+                                  std::strerror(err), total, times),
+                      1);
 }
 
 /// Starts policing a connection: accept4() below calls this for every connection accepted on gRPC's listeners.

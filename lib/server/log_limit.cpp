@@ -25,7 +25,7 @@ void forward(gpr_log_func_args* args) {
 
 }  // namespace
 
-LogLimiter::Decision LogLimiter::admit(const std::string& key, Clock::time_point now) {
+LogLimiter::Decision LogLimiter::admit(const std::string& key, Clock::time_point now, uint32_t burst) {
   // Bounded: there are a few hundred log sites; forget all if something odd makes more keys.
   if (buckets_.size() > 1024) buckets_.clear();
   auto [it, fresh] = buckets_.try_emplace(key);
@@ -35,7 +35,7 @@ LogLimiter::Decision LogLimiter::admit(const std::string& key, Clock::time_point
     d.suppressed = b.suppressed;
     b = Bucket{now, 0, 0};
   }
-  if (b.logged < burst_) {
+  if (b.logged < burst) {
     ++b.logged;
     d.log = true;
   } else {
@@ -44,12 +44,13 @@ LogLimiter::Decision LogLimiter::admit(const std::string& key, Clock::time_point
   return d;
 }
 
-void log_limited(spdlog::level::level_enum level, const std::string& key, std::string_view message) {
+void log_limited(spdlog::level::level_enum level, const std::string& key, std::string_view message,
+                 uint32_t burst) {
   if (!spdlog::should_log(level)) return;
   LogLimiter::Decision d;
   {
     std::lock_guard lock(g_mu);
-    d = g_limiter.admit(key, LogLimiter::Clock::now());
+    d = g_limiter.admit(key, LogLimiter::Clock::now(), burst);
   }
   if (d.suppressed > 0) spdlog::log(level, "{} more lines like the next were suppressed", d.suppressed);
   if (d.log) spdlog::log(level, "{}", message);

@@ -24,7 +24,9 @@ class LogLimiter {
     bool log = false;         ///< log this line
     uint64_t suppressed = 0;  ///< lines of this key dropped since it last logged; say so first
   };
-  Decision admit(const std::string& key, Clock::time_point now);
+  Decision admit(const std::string& key, Clock::time_point now) { return admit(key, now, burst_); }
+  /// The same with a burst of this key's own.
+  Decision admit(const std::string& key, Clock::time_point now, uint32_t burst);
 
  private:
   struct Bucket {
@@ -38,9 +40,11 @@ class LogLimiter {
 };
 
 /// Logs `message` at `level` unless its `key` (where the line comes from: a source line, a
-/// format, a guard's reason) has logged 5 lines within the last 10 s; a line that follows
-/// dropped ones first says how many were dropped. Thread-safe.
-void log_limited(spdlog::level::level_enum level, const std::string& key, std::string_view message);
+/// format, a guard's reason) has logged `burst` lines within the last 10 s; a line that follows
+/// dropped ones first says how many were dropped. Lines that carry their own running count (the
+/// guard's) need only 1. Thread-safe.
+void log_limited(spdlog::level::level_enum level, const std::string& key, std::string_view message,
+                 uint32_t burst = 5);
 
 /// From now on gRPC's ERROR lines are logged at `error_level`, its INFO and DEBUG lines at
 /// debug, limited per gRPC source line by log_limited(). Thread-safe; may be called again to

@@ -1,12 +1,25 @@
 """TLS and mutual TLS between zaptid serve and zaptid get, with certificates made by openssl here."""
 import json
 import os
+import re
+import shutil
+import signal
+import socket
+import ssl
 import subprocess
+import time
+import urllib.request
+
+import unittest
 
 from harness import ZaptidTestCase
 
+METRICS = re.compile(r" metrics=(\S+)")
 
-class TlsTest(ZaptidTestCase):
+
+class TlsFiles(ZaptidTestCase):
+    """A CA, another CA, and certificates made by openssl in the test's folder (no tests here)."""
+
     def setUp(self):
         super().setUp()
         self.certs = os.path.join(self.tmp, "certs")
@@ -30,13 +43,13 @@ class TlsTest(ZaptidTestCase):
                      "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2", "-subj", f"/CN={name}",
                      "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign")
 
-    def make_cert(self, name, ca, san, usage):
+    def make_cert(self, name, ca, san, usage, days=2):
         self.openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
                      "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
         with open(self.path(f"{name}.ext"), "w") as f:
             f.write(f"{san}\n{usage}\n")
         self.openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
-                     "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
+                     "-CAcreateserial", "-out", f"{name}.pem", "-days", str(days), "-extfile", f"{name}.ext")
 
     def get(self, server, *args):
         return self.zaptid("get", "--server", server.address, "--timeout", "2s", *args)
@@ -46,6 +59,8 @@ class TlsTest(ZaptidTestCase):
         self.assertEqual(r.stderr, "")
         self.assertEqual(int(r.stdout) & 0xFFFF, machine_id)
 
+
+class TlsTest(TlsFiles):
     def test_tls(self):
         s = self.start_server("--tls-cert", self.path("server.pem"), "--tls-key", self.path("server.key"),
                               machine_id=11)
@@ -120,6 +135,19 @@ class TlsTest(ZaptidTestCase):
         self.assertFails(self.zaptid("serve", "--machine-id", 1, "--tls-cert", self.path("server.ext"),
                                      "--tls-key", self.path("server.key")), 2,
                          f"--tls-cert {self.path('server.ext')} is not a PEM file")
+        # Checked as SIGHUP checks them: a certificate that is none, a key that is no private key.
+        garbage = self.path("garbage.pem")
+        with open(garbage, "w") as f:
+            f.write("-----BEGIN CERTIFICATE-----\nMII*\n-----END CERTIFICATE-----\n")
+        self.assertFails(self.zaptid("serve", "--machine-id", 1, "--tls-cert", garbage, "--tls-key",
+                                     self.path("server.key")), 2,
+                         f"--tls-cert {garbage}: its certificate is not base64")
+        self.assertFails(self.zaptid("serve", "--machine-id", 1, "--tls-cert", self.path("server.pem"),
+                                     "--tls-key", self.path("server.pem")), 2,
+                         f"--tls-key {self.path('server.pem')} holds no unencrypted private key")
+        self.assertFails(self.zaptid("serve", "--machine-id", 1, "--tls-cert", self.path("server.pem"),
+                                     "--tls-key", self.path("server.key"), "--tls-client-ca", self.path("server.key")),
+                         2, f"--tls-client-ca {self.path('server.key')}: holds no certificate")
 
     def test_certificate_files_that_are_not_files_are_refused_at_once(self):
         # Each would grow without end (/dev/zero), block (a FIFO with no writer) or be read whole.
@@ -146,6 +174,167 @@ class TlsTest(ZaptidTestCase):
         for args, message in cases:
             with self.subTest(args=args):
                 self.assertFails(self.zaptid(*args, timeout=10), 2, message)
+
+
+
+SERVER_SAN = "subjectAltName=DNS:localhost,IP:127.0.0.1"
+
+
+class TlsRotationTest(TlsFiles):
+    """SIGHUP re-reads --tls-cert, --tls-key and --tls-client-ca: the next TLS client gets the new
+    certificate; a bad file keeps the old one and the log says why in one line."""
+
+    def setUp(self):
+        super().setUp()
+        # B differs from A (the "server" certificate) in subject, serial and expiry.
+        self.make_cert("server-b", "ca", SERVER_SAN, "extendedKeyUsage=serverAuth", days=3)
+        self.live_cert, self.live_key = self.path("live.pem"), self.path("live.key")
+        self.install("server.pem", self.live_cert)
+        self.install("server.key", self.live_key)
+
+    def read(self, name):
+        with open(self.path(name), "rb") as f:
+            return f.read()
+
+    def install(self, name, live):
+        """Puts a copy of certs/name at `live` in one rename, as a rotation script would."""
+        self.write(live, self.read(name))
+
+    def write(self, live, data):
+        with open(live + ".new", "wb") as f:
+            f.write(data)
+        os.replace(live + ".new", live)
+
+    def der(self, name):
+        with open(self.path(name)) as f:
+            return ssl.PEM_cert_to_DER_cert(f.read())
+
+    def not_after(self, name):
+        r = subprocess.run(["openssl", "x509", "-noout", "-enddate", "-in", self.path(name)], capture_output=True,
+                           text=True, check=True)
+        return ssl.cert_time_to_seconds(r.stdout.strip().split("=", 1)[1])
+
+    def served(self, server):
+        """The certificate a new TLS connection to the server is offered (DER)."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.set_alpn_protocols(["h2"])
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+            with ctx.wrap_socket(raw) as tls:
+                return tls.getpeercert(binary_form=True)
+
+    def metric(self, server, line_start):
+        with urllib.request.urlopen(f"http://{server.metrics}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        values = [l.split()[-1] for l in text.splitlines() if l.startswith(line_start + " ")]
+        self.assertEqual(len(values), 1, text)
+        return float(values[0])
+
+    def hangup(self, server, pattern, count):
+        server.proc.send_signal(signal.SIGHUP)
+        return server.wait_for(pattern, count=count)
+
+    def test_sighup_serves_the_rotated_certificate_to_the_next_client(self):
+        s = self.start_server("--tls-cert", self.live_cert, "--tls-key", self.live_key, "--metrics-listen",
+                              "127.0.0.1:0", machine_id=21)
+        s.metrics = METRICS.search(s.start_line).group(1)
+        a, b = self.der("server.pem"), self.der("server-b.pem")
+        self.assertNotEqual(a, b)
+        self.assertNotEqual(self.not_after("server.pem"), self.not_after("server-b.pem"))
+        expiry = "zaptid_tls_certificate_expiry_seconds"
+        self.assertEqual(self.served(s), a)
+        self.assertEqual(self.metric(s, expiry), self.not_after("server.pem"))
+
+        # Rotated on disk: nothing changes until SIGHUP.
+        self.install("server-b.pem", self.live_cert)
+        self.install("server-b.key", self.live_key)
+        self.assertEqual(self.served(s), a)
+        self.assertEqual(self.metric(s, expiry), self.not_after("server.pem"))
+        line = self.hangup(s, r"SIGHUP received: TLS files read again", 1)
+        self.assertIn(time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(self.not_after("server-b.pem"))), line)
+        # The next client after the log line gets B: gRPC asks for the files at every handshake.
+        self.assertEqual(self.served(s), b)
+        self.assertEqual(self.metric(s, expiry), self.not_after("server-b.pem"))
+        self.assertEqual(self.metric(s, 'zaptid_tls_reloads_total{result="ok"}'), 1)
+        r = self.get(s, "--tls-ca", self.path("ca.pem"))
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+        # Bad files: B stays, and one line says which file and why.
+        bad = [
+            (self.live_cert, b"-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+             f"--tls-cert {self.live_cert}: its certificate is not base64"),
+            (self.live_key, self.read("server.pem"),
+             f"--tls-key {self.live_key} holds no unencrypted private key"),
+            (self.live_key, b"", f"--tls-key {self.live_key} is not a PEM file"),
+        ]
+        for n, (live, data, why) in enumerate(bad, start=1):
+            with self.subTest(why=why):
+                self.install("server-b.pem", self.live_cert)
+                self.install("server-b.key", self.live_key)
+                self.write(live, data)
+                line = self.hangup(s, r"SIGHUP received: TLS files not replaced", n)
+                self.assertIn(why, line)
+                self.assertEqual(self.served(s), b)
+                self.assertEqual(self.metric(s, 'zaptid_tls_reloads_total{result="failed"}'), n)
+        self.assertEqual(self.metric(s, expiry), self.not_after("server-b.pem"))
+        self.assertEqual(self.metric(s, 'zaptid_tls_reloads_total{result="ok"}'), 1)
+        self.assertEqual(len([l for l in s.lines if l and "SIGHUP" in l]), 4, s.log())
+
+        # Back to A, the files good again.
+        self.install("server.pem", self.live_cert)
+        self.install("server.key", self.live_key)
+        self.hangup(s, r"SIGHUP received: TLS files read again", 2)
+        self.assertEqual(self.served(s), a)
+
+        # A key that does not belong to the certificate passes zaptid's checks (it cannot tell
+        # without OpenSSL); gRPC refuses the pair at the next handshake, keeps A and says why.
+        self.install("server-b.pem", self.live_cert)
+        self.install("server.key", self.live_key)
+        self.hangup(s, r"SIGHUP received: TLS files read again", 3)
+        self.assertEqual(self.served(s), a)
+        s.wait_for(r"grpc: Handshaker factory creation failed")
+        r = self.get(s, "--tls-ca", self.path("ca.pem"))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(s.stop(), 0)
+
+    @unittest.skipUnless(shutil.which("promtool"), "needs promtool (Debian: prometheus)")
+    def test_promtool_accepts_the_tls_metrics(self):
+        s = self.start_server("--tls-cert", self.live_cert, "--tls-key", self.live_key, "--metrics-listen",
+                              "127.0.0.1:0", machine_id=24)
+        s.metrics = METRICS.search(s.start_line).group(1)
+        self.hangup(s, r"SIGHUP received: TLS files read again", 1)
+        with urllib.request.urlopen(f"http://{s.metrics}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        self.assertIn('zaptid_tls_reloads_total{result="ok"} 1\n', text)
+        check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True,
+                               timeout=60)
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+        self.assertEqual(check.stdout + check.stderr, "")
+
+    def test_sighup_reads_the_client_ca_again(self):
+        live_ca = self.path("live-ca.pem")
+        self.install("ca.pem", live_ca)
+        s = self.start_server("--tls-cert", self.live_cert, "--tls-key", self.live_key, "--tls-client-ca", live_ca,
+                              machine_id=22)
+        ca = ("--tls-ca", self.path("ca.pem"))
+        client = ("--tls-cert", self.path("client.pem"), "--tls-key", self.path("client.key"))
+        stranger = ("--tls-cert", self.path("stranger.pem"), "--tls-key", self.path("stranger.key"))
+        self.assertGot(self.get(s, *ca, *client), 22)
+        self.assertFails(self.get(s, *ca, *stranger), 4, f"zaptid: {s.address}: ")
+        self.install("other-ca.pem", live_ca)
+        self.hangup(s, r"SIGHUP received: TLS files read again", 1)
+        self.assertGot(self.get(s, *ca, *stranger), 22)
+        self.assertFails(self.get(s, *ca, *client), 4, f"zaptid: {s.address}: ")
+        self.assertFails(self.get(s, *ca), 4, "does the server require a client certificate (--tls-cert)?")
+        self.assertEqual(s.stop(), 0)
+
+    def test_sighup_without_tls_is_logged_and_ignored(self):
+        s = self.start_server(machine_id=23)
+        self.hangup(s, r"SIGHUP received: ignored \(serve has no TLS files to read again\)", 1)
+        r = self.zaptid("get", "--server", s.address, "--timeout", "2s")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(s.stop(), 0)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/../.."
 seconds=${1:-20}
 shift || true
 all="fuzz_parse_id fuzz_parse_duration fuzz_parse_time fuzz_layout fuzz_machine_id fuzz_record
-  fuzz_etcd_record fuzz_reflection fuzz_http2_policer"
+  fuzz_etcd_record fuzz_reflection fuzz_http2_policer fuzz_certificate"
 targets=${*:-$all}
 build=build-fuzz
 
