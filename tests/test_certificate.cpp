@@ -5,6 +5,7 @@
 #include <string>
 
 #include "core/certificate.h"
+#include "base64_encode.h"
 
 using namespace std::string_view_literals;  // DER with zero bytes in it
 using zaptid::certificate_validity;
@@ -26,20 +27,7 @@ constexpr std::string_view kEcV3 =
     "uAIgQbSMKE8PuIGLlGZWBIQ+12DpqAxwtFWo8qjqd3L7mDg=\n"
     "-----END CERTIFICATE-----\n";
 
-std::string base64(std::string_view bytes) {
-  constexpr std::string_view kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  for (size_t i = 0; i < bytes.size(); i += 3) {
-    uint32_t group = static_cast<uint32_t>(static_cast<uint8_t>(bytes[i])) << 16;
-    if (i + 1 < bytes.size()) group |= static_cast<uint32_t>(static_cast<uint8_t>(bytes[i + 1])) << 8;
-    if (i + 2 < bytes.size()) group |= static_cast<uint8_t>(bytes[i + 2]);
-    out += kAlphabet[group >> 18];
-    out += kAlphabet[(group >> 12) & 63];
-    out += i + 1 < bytes.size() ? kAlphabet[(group >> 6) & 63] : '=';
-    out += i + 2 < bytes.size() ? kAlphabet[group & 63] : '=';
-  }
-  return out;
-}
+using zaptid::testing::base64;
 
 std::string pem(std::string_view der) {
   return "-----BEGIN CERTIFICATE-----\n" + base64(der) + "\n-----END CERTIFICATE-----\n";

@@ -11,7 +11,6 @@ ping settings priority, resets_50 (900 resets a second on each of 50 connections
 import argparse
 import os
 import re
-import socket
 import statistics
 import struct
 import subprocess
@@ -22,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "cli"))
 import grpc  # noqa: E402
-from h2raw import PREFACE, flood, raw_frame, request_block  # noqa: E402
+from h2raw import PREFACE, abuse, flood, raw_frame, request_block  # noqa: E402
 
 
 def chunks(kind, authority):
@@ -80,20 +79,7 @@ def one_run(zaptid, kind, seconds, machine_id):
         end = time.monotonic() + seconds
 
         def abuser():
-            while time.monotonic() < end:
-                try:
-                    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-                except OSError:
-                    continue
-                try:
-                    for chunk in chunks(kind, authority):
-                        if time.monotonic() >= end:
-                            break
-                        sock.sendall(chunk)
-                except OSError:
-                    pass
-                finally:
-                    sock.close()
+            abuse(port, lambda: chunks(kind, authority), end)
         with grpc.insecure_channel(authority) as ch:
             probes = [ch.unary_unary("/idgen.IdGen/Gen"), ch.unary_unary("/grpc.health.v1.Health/Check")]
             probes[0](b"", timeout=5)

@@ -181,3 +181,47 @@ def flood(kind, authority):
         raise ValueError(kind)
     while True:
         yield chunk
+
+
+def ping_answered(sock, payload=b"zaptid!!"):
+    """Reads frames from `sock` until the server answers the PING `payload` (True) or closes the
+    connection (False)."""
+    buf = b""
+    try:
+        while True:
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                return False
+            buf += chunk
+            while len(buf) >= 9:
+                length = int.from_bytes(buf[:3], "big")
+                if len(buf) < 9 + length:
+                    break
+                ftype, flags, body = buf[3], buf[4], buf[9:9 + length]
+                buf = buf[9 + length:]
+                if ftype == 6 and flags & 1 and body == payload:
+                    return True
+    except OSError:
+        return False
+
+
+def abuse(port, chunks, end, connections_made=None):
+    """Sends what `chunks()` yields to 127.0.0.1:port until the monotonic time `end`, connecting
+    again whenever the server closes the connection; counts connections in connections_made[0]."""
+    import time
+    while time.monotonic() < end:
+        try:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        except OSError:
+            continue
+        if connections_made is not None:
+            connections_made[0] += 1
+        try:
+            for chunk in chunks():
+                if time.monotonic() >= end:
+                    break
+                sock.sendall(chunk)
+        except OSError:
+            pass  # closed by the server: connect again
+        finally:
+            sock.close()
