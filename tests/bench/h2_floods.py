@@ -4,7 +4,7 @@ kind, one or more abusive raw connections for SECONDS while a grpcio client prob
 in turn with 1 s deadlines (5 a second); reports probes answered, the server's CPU seconds and
 peak RSS. Loopback only. Run from tests/cli's parent with Debian's python3:
 
-  tests/bench/h2_floods.py build/cli/zaptid [--runs 3] [--seconds 5] [kind ...]
+  tests/bench/h2_floods.py build/cli/zaptid [kind ...] [--runs 3] [--seconds 5]
 
 Kinds: no_ack header_block window_update empty_data empty_continuation (tests/cli/h2raw.py),
 ping settings priority, resets_50 (900 resets a second on each of 50 connections)."""
