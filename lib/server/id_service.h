@@ -16,6 +16,7 @@
 #include "core/result.h"
 #include "idgen.pb.h"
 #include "server/admission.h"
+#include "server/grpc_log.h"
 #include "server/metrics.h"
 #include "server/waiter.h"
 
@@ -155,6 +156,11 @@ class IdService {
  private:
   IdService(ServiceOptions options, uint32_t max_batch, class Reflection answers);
   void finish(Pending& p, Outcome outcome);
+  /// Counts a refusal of `call` on `lane` for `why`. One for a clock behind (clock_behind, found
+  /// at admission or by the generator) is also logged as a warning with `message`, at most 5
+  /// lines per lane in 10 s: a step back is the operator's to fix, and the metric alone does not
+  /// say which calls it cost or what the clock read.
+  void refused(const IssueCall& call, size_t lane, Refusal why, std::string_view message);
   /// Reserves the call's IDs on `generator` (lane `lane`) and finishes it now (through its
   /// queue's thread when `on_worker`) or through the waiter.
   void reserve(IssueCall& call, Generator& generator, size_t lane, uint64_t count, bool on_worker);
@@ -184,6 +190,8 @@ class IdService {
   std::atomic<int64_t> live_calls_{0};
   bool started_ = false;
   Admission admission_;
+  std::mutex log_mu_;  // guards clock_log_
+  LogLimiter clock_log_{5, std::chrono::seconds(10)};
   Waiter waiter_;
 };
 

@@ -287,6 +287,9 @@ class ClockStepBackTest(MetricsTestCase):
                 server.client.gen(timeout=timeout)
             self.assertEqual(refused.exception.code(), grpc.StatusCode.UNAVAILABLE)
             self.assertIn(reason, refused.exception.details())
+        # Found by the generator or by admission, the cause is logged as it is counted.
+        server.wait_for(r"warn.* Gen refused on machine id 4110 \(clock_behind\): the clock is \S+ behind", count=2)
+        server.wait_for(r"warn.* Gen refused on machine id 4110 \(clock_behind\): the clock stepped back: ")
         count, total, largest, behind = clock_metrics()
         self.assertEqual((count, behind), (1, 3))  # one step, however many readings saw it
         # Measured from the start of the newest tick (10 ms), less the real time since the last ID.
