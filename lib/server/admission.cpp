@@ -10,7 +10,10 @@ namespace zaptid::server {
 Admission::Admission(AdmissionOptions options)
     : opt_(options),
       window_ids_(static_cast<uint64_t>(
-          std::max(1.0, std::floor(opt_.ids_per_second * std::chrono::duration<double>(opt_.window).count())))) {}
+          std::max(1.0, std::floor(opt_.ids_per_second * std::chrono::duration<double>(opt_.window).count())))),
+      // An eighth: a Gen caller's wait grows by at most 62 ms of the default window, and a few
+      // hundred small calls of newcomers fit in at once at any ceiling worth serving.
+      reserve_ids_(std::max<uint64_t>(1, window_ids_ / 8)) {}
 
 Nanos Admission::margin(Nanos to_deadline) {
   return std::clamp<Nanos>(to_deadline / 10, std::chrono::milliseconds(20), std::chrono::milliseconds(250));
@@ -39,13 +42,28 @@ Verdict Admission::admit(std::string_view peer, uint64_t count, Nanos wait, Nano
   std::lock_guard lock(mu_);
   auto it = held_.find(std::string(peer));
   const uint64_t mine = it == held_.end() ? 0 : it->second;
-  if (mine > 0) {
-    const size_t peers = held_.size();  // this peer is one of them
-    const uint64_t share = std::max<uint64_t>(1, window_ids_ / peers);
-    if (mine + count > share) {
-      v.retry_after = hint(static_cast<double>(mine + count - share));
-      v.reason = fmt::format("over capacity: this connection already waits for {} IDs, its share of {} among {}",
-                             mine, share, peers);
+  // Nothing held: the call cannot delay anyone already admitted, so even a batch larger than the
+  // window is served; everyone else waits for it to be released.
+  if (total_ > 0) {
+    if (mine > 0) {
+      const size_t peers = held_.size();  // this peer is one of them
+      const uint64_t share = std::max<uint64_t>(1, window_ids_ / peers);
+      if (mine + count > share) {
+        v.retry_after = hint(static_cast<double>(mine + count - share));
+        v.reason = fmt::format("over capacity: this connection already waits for {} IDs, its share of {} among {}",
+                               mine, share, peers);
+        return v;
+      }
+    }
+    // What is held bounds every newcomer's wait, because the cursor only moves forward: keep it
+    // within the window, and let only small calls of connections holding nothing use the
+    // reserve above it, so that batches cannot fill it however many connections send them.
+    const bool may_use_reserve = mine == 0 && count <= reserve_ids_;
+    const uint64_t limit = window_ids_ + (may_use_reserve ? reserve_ids_ : 0);
+    if (total_ + count > limit) {
+      v.retry_after = hint(static_cast<double>(total_ + count - limit));
+      v.reason = fmt::format("over capacity: calls in flight hold {} IDs ahead; {} more would pass the {} allowed",
+                             total_, count, limit);
       return v;
     }
   }
@@ -54,6 +72,7 @@ Verdict Admission::admit(std::string_view peer, uint64_t count, Nanos wait, Nano
   } else {
     it->second += count;
   }
+  total_ += count;
   v.admitted = true;
   return v;
 }
@@ -62,7 +81,9 @@ void Admission::release(std::string_view peer, uint64_t count) {
   std::lock_guard lock(mu_);
   auto it = held_.find(std::string(peer));
   if (it == held_.end()) return;
-  it->second -= std::min(it->second, count);
+  const uint64_t gone = std::min(it->second, count);
+  it->second -= gone;
+  total_ -= gone;
   if (it->second == 0) held_.erase(it);
 }
 
@@ -75,6 +96,11 @@ uint64_t Admission::held(std::string_view peer) const {
   std::lock_guard lock(mu_);
   auto it = held_.find(std::string(peer));
   return it == held_.end() ? 0 : it->second;
+}
+
+uint64_t Admission::held_total() const {
+  std::lock_guard lock(mu_);
+  return total_;
 }
 
 }  // namespace zaptid::server
