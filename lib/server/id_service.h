@@ -76,7 +76,8 @@ struct ServingOptions {
 /// sockets and runs the handlers, so a request is read, answered and written on one thread with
 /// no hand-off (gRPC's callback and sync servers move every call between threads, which costs
 /// more than the call itself). Gen and GenBatch first pass admission (server/admission.h: IDs
-/// ready before the deadline with a margin, the connection within its fair share; otherwise
+/// ready before the deadline with a margin, within what all connections may hold ahead together and
+/// the connection's share of it; otherwise
 /// UNAVAILABLE "over capacity" at once, with a retry-after-ms hint, before any ID is reserved),
 /// then reserve IDs without blocking; a call whose IDs
 /// lie in a tick the clock has not reached yet is finished by the waiter thread. Requests go
