@@ -4,6 +4,8 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
+#include <map>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -63,12 +65,16 @@ class Admission {
   static Nanos margin(Nanos to_deadline);
 
   /// Admits `count` IDs for a call of `peer` (the connection) that would be ready in `wait` and
-  /// has `to_deadline` left, or refuses it with a retry hint (the time until it would fit, at the
-  /// ceiling's rate). Refused when the deadline has passed, when the IDs would be ready after
-  /// to_deadline - min(margin(to_deadline), wait) (IDs ready now need no margin), or when they do
-  /// not fit what is held (the rule above).
+  /// has `to_deadline` left, or refuses it with a retry hint: the time until it would fit. Refused
+  /// when the deadline has passed, when the IDs would be ready after to_deadline -
+  /// min(margin(to_deadline), wait) (IDs ready now need no margin), or when they do not fit what
+  /// is held (the rule above). Held IDs leave a call at a time, when it is delivered, and calls
+  /// are taken to be ready in the order they were admitted, so the hint of a refusal for the
+  /// window is when the oldest calls that make room should be ready (from `wait`: the held calls
+  /// end count IDs before it), and never less than the excess at the ceiling's rate.
   Verdict admit(std::string_view peer, uint64_t count, Nanos wait, Nanos to_deadline);
-  /// Ends an admitted call's claim on its peer's share: the call was delivered or failed.
+  /// Ends an admitted call's claim on its peer's share: the call was delivered or failed. The
+  /// IDs are taken from the peer's oldest calls first.
   void release(std::string_view peer, uint64_t count);
 
   /// Peers that hold admitted calls now.
@@ -88,9 +94,19 @@ class Admission {
   AdmissionOptions opt_;
   uint64_t window_ids_;
   uint64_t reserve_ids_;
+  /// When `over` more IDs than fit are held, how long until enough of the oldest calls are
+  /// delivered for a call of `count` that would be ready in `wait`. Under mu_.
+  std::chrono::milliseconds window_hint(uint64_t over, uint64_t count, Nanos wait) const;
+
+  struct Peer {
+    uint64_t ids = 0;                // held
+    std::deque<uint64_t> calls;      // the tickets of its admitted calls, oldest first
+  };
   mutable std::mutex mu_;
-  std::unordered_map<std::string, uint64_t> held_;  // peers with admitted calls only
-  uint64_t total_ = 0;                              // the sum of held_
+  std::unordered_map<std::string, Peer> held_;  // peers with admitted calls only
+  std::map<uint64_t, uint64_t> calls_;          // every admitted call: ticket (admission order) -> IDs held
+  uint64_t next_ticket_ = 0;
+  uint64_t total_ = 0;                          // IDs held, all peers
 };
 
 }  // namespace zaptid::server
