@@ -2,11 +2,14 @@
 // availability, waiting calls and stop. The wire itself is tested by tests/cli/test_wire.py.
 #include <doctest/doctest.h>
 #include <grpcpp/grpcpp.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <fmt/format.h>
 #include <future>
 #include <map>
+#include <sstream>
 #include <thread>
 
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -253,7 +256,36 @@ TEST_CASE("server::IdService maps generator errors") {
   CHECK(to_grpc_status(invalid("x")).error_code() == grpc::StatusCode::INVALID_ARGUMENT);
 }
 
+// The default logger's lines while it lives, at every level.
+class LogCapture {
+ public:
+  LogCapture() : old_(spdlog::default_logger()) {
+    auto logger = std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::ostream_sink_mt>(out_));
+    logger->set_pattern("%l %v");
+    logger->set_level(spdlog::level::trace);
+    spdlog::set_default_logger(logger);
+  }
+  ~LogCapture() { spdlog::set_default_logger(old_); }
+  LogCapture(const LogCapture&) = delete;
+  LogCapture& operator=(const LogCapture&) = delete;
+  /// The lines so far; call when no other thread logs.
+  std::string text() const { return out_.str(); }
+
+ private:
+  std::shared_ptr<spdlog::logger> old_;
+  std::ostringstream out_;
+};
+
+// The refusals of one lane and reason on the /metrics page.
+std::string refusals(const IdService& s, uint64_t machine_id, const char* reason) {
+  const std::string page = s.metrics_text();
+  const std::string key = fmt::format("zaptid_refusals_total{{machine_id=\"{}\",reason=\"{}\"}} ", machine_id, reason);
+  const auto at = page.find(key);
+  return at == std::string::npos ? "none" : page.substr(at + key.size(), page.find('\n', at) - at - key.size());
+}
+
 TEST_CASE("server::IdService names a clock step back as the cause of a refusal, not capacity") {
+  LogCapture log;
   Fixture f({5});
   uint64_t id = 0;
   REQUIRE(f.gen(id).ok());
@@ -265,6 +297,31 @@ TEST_CASE("server::IdService names a clock step back as the cause of a refusal, 
   CHECK(st.error_code() == grpc::StatusCode::UNAVAILABLE);
   CHECK(st.error_message().rfind("the clock stepped back: it reads 600ms behind the newest time already used", 0) == 0);
   CHECK(st.error_message().find("over capacity") == std::string::npos);
+  CHECK(refusals(*f.service, 5, "clock_behind") == "1");
+  CHECK(refusals(*f.service, 5, "over_capacity") == "0");
+  CHECK(log.text().find("warning Gen refused on machine id 5 (clock_behind): the clock stepped back: it reads 600ms "
+                        "behind") != std::string::npos);
+  f.clock.set(kNow + 10ms);
+  CHECK(f.gen(id).ok());
+}
+
+// Found by the generator rather than by admission (a deadline long enough to wait the step out,
+// but the step is past the clock wait limit): the same cause in the message, the metric and the log.
+TEST_CASE("server::IdService names a clock behind found by the generator in the metric and the log") {
+  LogCapture log;
+  Fixture f({5});
+  uint64_t id = 0;
+  REQUIRE(f.gen(id).ok());
+  f.clock.set(kNow - 3s);  // past the 1 s clock wait limit
+  idgen::BatchResponse resp;
+  const auto st = f.batch(10, resp);  // 10 s to its deadline: admission lets it wait 3 s
+  CHECK(st.error_code() == grpc::StatusCode::UNAVAILABLE);
+  CHECK_MESSAGE(st.error_message().rfind("the clock is 3.000s behind the newest time already used", 0) == 0, st.error_message());
+  CHECK(resp.ids_size() == 0);
+  CHECK(refusals(*f.service, 5, "clock_behind") == "1");
+  CHECK(refusals(*f.service, 5, "over_capacity") == "0");
+  CHECK(log.text().find("warning GenBatch refused on machine id 5 (clock_behind): the clock is 3.000s behind the newest "
+                        "time already used") != std::string::npos);
   f.clock.set(kNow + 10ms);
   CHECK(f.gen(id).ok());
 }

@@ -18,6 +18,18 @@ constexpr int kOtherAhead = 2;
 
 grpc::Status unavailable_status(std::string message) { return {grpc::StatusCode::UNAVAILABLE, std::move(message)}; }
 
+IdGenService::IdGenService() {
+  // The order is the indices' (kGen, kGenBatch, kInfo). No handler: the methods are asynchronous.
+  using grpc::internal::RpcMethod;
+  using grpc::internal::RpcServiceMethod;
+  AddMethod(new RpcServiceMethod("/idgen.IdGen/Gen", RpcMethod::BIDI_STREAMING, nullptr));
+  AddMethod(new RpcServiceMethod("/idgen.IdGen/GenBatch", RpcMethod::BIDI_STREAMING, nullptr));
+  AddMethod(new RpcServiceMethod("/idgen.IdGen/Info", RpcMethod::NORMAL_RPC, nullptr));
+  MarkMethodRaw(kGen);
+  MarkMethodRaw(kGenBatch);
+  MarkMethodAsync(kInfo);
+}
+
 /// A unary call: requested in the constructor, handled once matched, deleted once finished.
 /// Derived classes implement handle(), which must lead to exactly one finish(), from any thread.
 template <class Derived, class Request, class Response>
@@ -62,49 +74,124 @@ class UnaryCall : public Tag {
 
 namespace {
 
-/// What Gen and GenBatch share: a unary call that is also an IssueCall.
-template <class Derived, class Request, class Response>
-class UnaryIssueCall : public UnaryCall<Derived, Request, Response>, public IssueCall {
+/// What Gen and GenBatch share: matched without their request (IdGenService), which they read
+/// themselves, then handle() leads to exactly one deliver() or fail(), from any thread; the
+/// object is deleted once the answer is sent (or the call is gone).
+template <class Derived, class Request>
+class IssueCallBase : public Tag, public IssueCall {
  public:
+  void proceed(bool ok) override {
+    switch (state_) {
+      case State::kRequested:
+        if (!ok) break;  // never matched: the server is stopping
+        live_.matched();
+        service_.request<Derived>(queue_);
+        started_ = std::chrono::steady_clock::now();
+        service_.metrics().started(Derived::kMethod);
+        state_ = State::kReading;
+        stream_.Read(&request_bytes_, static_cast<Tag*>(this));
+        return;
+      case State::kReading:
+        if (!ok) {
+          // No request. When the deadline passed first, gRPC has already answered the client
+          // DEADLINE_EXCEEDED and reset the stream; a status of ours would go out as a second
+          // answer on the closed stream (gRPC's unary path sent INTERNAL "Unable to parse
+          // request" there), so the call just ends. (1 ms: gRPC's timer and the deadline we see
+          // are on different clocks.) Otherwise the client half-closed without a request, or
+          // reset the call, and then hears nothing anyway.
+          if (ctx_.deadline() - std::chrono::system_clock::now() < std::chrono::milliseconds(1)) {
+            record({grpc::StatusCode::DEADLINE_EXCEEDED, "the deadline passed before the request arrived"});
+            break;
+          }
+          finish({grpc::StatusCode::INVALID_ARGUMENT, "the call ended without a request"});
+          return;
+        }
+        if (!grpc::SerializationTraits<Request>::Deserialize(&request_bytes_, &request_).ok()) {
+          finish({grpc::StatusCode::INVALID_ARGUMENT,
+                  fmt::format("the request is not an {}", Request::descriptor()->full_name())});
+          return;
+        }
+        state_ = State::kHandling;
+        static_cast<Derived*>(this)->handle();
+        return;
+      case State::kHandling:  // not waited for: handle() always ends in finish()
+      case State::kFinishing:
+        break;
+    }
+    delete static_cast<Derived*>(this);
+  }
+
   void fail(const grpc::Status& status) override {
-    this->service_.settle(*this);
-    this->finish(status);
+    service_.settle(*this);
+    finish(status);
   }
   void refuse(const std::string& message, std::chrono::milliseconds retry_after) override {
-    this->ctx_.AddTrailingMetadata(std::string(kRetryAfterKey), std::to_string(retry_after.count()));
+    ctx_.AddTrailingMetadata(std::string(kRetryAfterKey), std::to_string(retry_after.count()));
     fail(unavailable_status(message));
   }
-  std::chrono::system_clock::time_point deadline() const override { return this->ctx_.deadline(); }
-  std::string peer() const override { return this->ctx_.peer(); }
-  Queue& queue() override { return this->queue_; }
+  std::chrono::system_clock::time_point deadline() const override { return ctx_.deadline(); }
+  std::string peer() const override { return ctx_.peer(); }
+  Queue& queue() override { return queue_; }
 
  protected:
-  using UnaryCall<Derived, Request, Response>::UnaryCall;
-  ~UnaryIssueCall() = default;
+  IssueCallBase(IdService& service, Queue& queue) : service_(service), queue_(queue), live_(service) {}
+  ~IssueCallBase() = default;
+
+  /// Sends `response` with OK, once.
+  template <class Response>
+  void answer(const Response& response) {
+    bool own = false;
+    grpc::SerializationTraits<Response>::Serialize(response, &response_bytes_, &own);
+    record(grpc::Status::OK);
+    stream_.WriteAndFinish(response_bytes_, grpc::WriteOptions(), grpc::Status::OK, static_cast<Tag*>(this));
+  }
+  /// Ends the call with an error status, once.
+  void finish(const grpc::Status& status) {
+    record(status);
+    stream_.Finish(status, static_cast<Tag*>(this));
+  }
+
+  IdService& service_;
+  Queue& queue_;
+  grpc::ServerContext ctx_;
+  IdGenService::RawStream stream_{&ctx_};
+  Request request_;
+
+ private:
+  enum class State { kRequested, kReading, kHandling, kFinishing };
+  void record(const grpc::Status& status) {
+    state_ = State::kFinishing;
+    service_.metrics().handled(Derived::kMethod, status.error_code(), std::chrono::steady_clock::now() - started_);
+  }
+
+  grpc::ByteBuffer request_bytes_;
+  grpc::ByteBuffer response_bytes_;
+  State state_ = State::kRequested;
+  std::chrono::steady_clock::time_point started_;
+  Live live_;
 };
 
-class GenCall final : public UnaryIssueCall<GenCall, idgen::IdRequest, idgen::IdResponse> {
+class GenCall final : public IssueCallBase<GenCall, idgen::IdRequest> {
  public:
   static constexpr Method kMethod = Method::kGen;
-  GenCall(IdService& service, Queue& queue) : UnaryIssueCall(service, queue) {
-    service.services().idgen.RequestGen(&ctx_, &request_, &writer_, queue.cq.get(), queue.cq.get(),
-                                        static_cast<Tag*>(this));
+  GenCall(IdService& service, Queue& queue) : IssueCallBase(service, queue) {
+    service.services().idgen.RequestGen(&ctx_, &stream_, queue.cq.get(), static_cast<Tag*>(this));
   }
   void handle() { service_.issue(*this, 1); }
   void deliver(const Generator& generator, const Block& block) override {
     service_.settle(*this);
-    response_.set_id(generator.id_at(block.first));
-    finish(grpc::Status::OK);
+    idgen::IdResponse response;
+    response.set_id(generator.id_at(block.first));
+    answer(response);
   }
   const char* name() const override { return "Gen"; }
 };
 
-class BatchCall final : public UnaryIssueCall<BatchCall, idgen::BatchRequest, idgen::BatchResponse> {
+class BatchCall final : public IssueCallBase<BatchCall, idgen::BatchRequest> {
  public:
   static constexpr Method kMethod = Method::kGenBatch;
-  BatchCall(IdService& service, Queue& queue) : UnaryIssueCall(service, queue) {
-    service.services().idgen.RequestGenBatch(&ctx_, &request_, &writer_, queue.cq.get(), queue.cq.get(),
-                                             static_cast<Tag*>(this));
+  BatchCall(IdService& service, Queue& queue) : IssueCallBase(service, queue) {
+    service.services().idgen.RequestGenBatch(&ctx_, &stream_, queue.cq.get(), static_cast<Tag*>(this));
   }
   void handle() {
     const uint32_t count = request_.count();
@@ -118,10 +205,11 @@ class BatchCall final : public UnaryIssueCall<BatchCall, idgen::BatchRequest, id
   }
   void deliver(const Generator& generator, const Block& block) override {
     service_.settle(*this);
-    auto* ids = response_.mutable_ids();
+    idgen::BatchResponse response;
+    auto* ids = response.mutable_ids();
     ids->Resize(static_cast<int>(block.count), 0);
     generator.write_ids(block, ids->mutable_data());
-    finish(grpc::Status::OK);
+    answer(response);
   }
   const char* name() const override { return "GenBatch"; }
 };
@@ -130,8 +218,7 @@ class InfoCall final : public UnaryCall<InfoCall, idgen::InfoRequest, idgen::Inf
  public:
   static constexpr Method kMethod = Method::kInfo;
   InfoCall(IdService& service, Queue& queue) : UnaryCall(service, queue) {
-    service.services().idgen.RequestInfo(&ctx_, &request_, &writer_, queue.cq.get(), queue.cq.get(),
-                                         static_cast<Tag*>(this));
+    service.services().idgen.RequestInfo(&ctx_, &request_, &writer_, queue.cq.get(), static_cast<Tag*>(this));
   }
   void handle() {
     service_.fill_info(response_);

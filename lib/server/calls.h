@@ -45,9 +45,36 @@ class Live {
   bool counted_ = false;
 };
 
+/// idgen.IdGen as the server registers it. Gen and GenBatch are registered as streams of raw
+/// messages, so that gRPC hands a call over without reading its request first: on its unary
+/// path, a call whose deadline passed while the request was still being read was ended twice on
+/// the wire, DEADLINE_EXCEEDED and then INTERNAL "Unable to parse request" (from gRPC's
+/// PayloadAsyncRequest), and a client could see the second. The calls read the request
+/// themselves and end such a call once, DEADLINE_EXCEEDED. On the wire both stay unary: one
+/// request, one response. Info is an ordinary asynchronous unary method.
+class IdGenService final : public grpc::Service {
+ public:
+  using RawStream = grpc::ServerAsyncReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>;
+  IdGenService();
+  void RequestGen(grpc::ServerContext* ctx, RawStream* stream, grpc::ServerCompletionQueue* cq, void* tag) {
+    RequestAsyncBidiStreaming(kGen, ctx, stream, cq, cq, tag);
+  }
+  void RequestGenBatch(grpc::ServerContext* ctx, RawStream* stream, grpc::ServerCompletionQueue* cq, void* tag) {
+    RequestAsyncBidiStreaming(kGenBatch, ctx, stream, cq, cq, tag);
+  }
+  void RequestInfo(grpc::ServerContext* ctx, idgen::InfoRequest* request,
+                   grpc::ServerAsyncResponseWriter<idgen::InfoResponse>* writer, grpc::ServerCompletionQueue* cq,
+                   void* tag) {
+    RequestAsyncUnary(kInfo, ctx, request, writer, cq, cq, tag);
+  }
+
+ private:
+  enum : int { kGen, kGenBatch, kInfo };
+};
+
 struct Services {
   explicit Services(Reflection r) : answers(std::move(r)) {}
-  idgen::IdGen::AsyncService idgen;
+  IdGenService idgen;
   health::Health::AsyncService health;
   // Raw: ReflectionCall parses the requests itself, to answer INVALID_ARGUMENT to bad ones.
   reflection::ServerReflection::WithRawMethod_ServerReflectionInfo<reflection::ServerReflection::Service> reflection;

@@ -341,12 +341,13 @@ void IdService::issue(IssueCall& call, uint64_t count) {
     // A clock that stepped back makes every reservation wait, however idle the server: when the
     // step is most of the wait, that is the cause to name, in the message and in the metric.
     if (const Nanos behind = gen->clock_behind(); behind > Nanos(0) && 2 * behind >= wait) {
-      metrics_.refused(lane, Refusal::kClockBehind);
       const auto behind_ms = std::chrono::ceil<std::chrono::milliseconds>(behind);
-      call.refuse(fmt::format("the clock stepped back: it reads {} behind the newest time already used, more than "
-                              "this call's deadline leaves to wait; retry in {} ms",
-                              format_duration_ms(behind_ms.count()), behind_ms.count()),
-                  behind_ms);
+      const std::string message = fmt::format(
+          "the clock stepped back: it reads {} behind the newest time already used, more than this call's deadline "
+          "leaves to wait; retry in {} ms",
+          format_duration_ms(behind_ms.count()), behind_ms.count());
+      refused(call, lane, Refusal::kClockBehind, message);
+      call.refuse(message, behind_ms);
       return;
     }
     metrics_.refused(lane, Refusal::kOverCapacity);
@@ -386,7 +387,7 @@ void IdService::reserve(IssueCall& call, Generator& gen, size_t lane, uint64_t c
   auto block = gen.reserve(count);
   if (!block) {
     spdlog::debug("reserve({}) on machine id {} failed: {}", count, gen.machine_id(), block.message());
-    metrics_.refused(lane, refusal_of(block.error()));
+    refused(call, lane, refusal_of(block.error()), block.message());
     if (on_worker) {
       call.queue().run_soon([&call, status = to_grpc_status(block.error())] { call.fail(status); });
     } else {
@@ -427,14 +428,29 @@ void IdService::finish(Pending& p, Outcome outcome) {
     return;
   }
   if (outcome == Outcome::kGaveUp || !p.generator->is_ready(p.block)) {
-    metrics_.refused(p.lane, Refusal::kClockBehind);
-    p.call->fail(
-        unavailable_status(fmt::format("the clock stepped back more than {} while the call waited for its IDs",
-                                       format_duration_ms(opt_.max_clock_wait.count()))));
+    const std::string message = fmt::format("the clock stepped back more than {} while the call waited for its IDs",
+                                            format_duration_ms(opt_.max_clock_wait.count()));
+    refused(*p.call, p.lane, Refusal::kClockBehind, message);
+    p.call->fail(unavailable_status(message));
     return;
   }
   metrics_.issued(p.lane, p.block.count);
   p.call->deliver(*p.generator, p.block);
+}
+
+void IdService::refused(const IssueCall& call, size_t lane, Refusal why, std::string_view message) {
+  metrics_.refused(lane, why);
+  if (why != Refusal::kClockBehind) return;
+  const uint64_t machine_id = lanes_[lane].load(std::memory_order_acquire)->machine_id();
+  LogLimiter::Decision d;
+  {
+    std::lock_guard lock(log_mu_);
+    d = clock_log_.admit(fmt::format("lane {}", lane), LogLimiter::Clock::now());
+  }
+  if (d.suppressed > 0) {
+    spdlog::warn("{} more calls refused on machine id {} (clock_behind) were not logged", d.suppressed, machine_id);
+  }
+  if (d.log) spdlog::warn("{} refused on machine id {} (clock_behind): {}", call.name(), machine_id, message);
 }
 
 }  // namespace zaptid::server

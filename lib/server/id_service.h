@@ -16,6 +16,7 @@
 #include "core/result.h"
 #include "idgen.pb.h"
 #include "server/admission.h"
+#include "server/grpc_log.h"
 #include "server/metrics.h"
 #include "server/waiter.h"
 
@@ -75,7 +76,8 @@ struct ServingOptions {
 /// sockets and runs the handlers, so a request is read, answered and written on one thread with
 /// no hand-off (gRPC's callback and sync servers move every call between threads, which costs
 /// more than the call itself). Gen and GenBatch first pass admission (server/admission.h: IDs
-/// ready before the deadline with a margin, the connection within its fair share; otherwise
+/// ready before the deadline with a margin, within what all connections may hold ahead together and
+/// the connection's share of it; otherwise
 /// UNAVAILABLE "over capacity" at once, with a retry-after-ms hint, before any ID is reserved),
 /// then reserve IDs without blocking; a call whose IDs
 /// lie in a tick the clock has not reached yet is finished by the waiter thread. Requests go
@@ -155,6 +157,11 @@ class IdService {
  private:
   IdService(ServiceOptions options, uint32_t max_batch, class Reflection answers);
   void finish(Pending& p, Outcome outcome);
+  /// Counts a refusal of `call` on `lane` for `why`. One for a clock behind (clock_behind, found
+  /// at admission or by the generator) is also logged as a warning with `message`, at most 5
+  /// lines per lane in 10 s: a step back is the operator's to fix, and the metric alone does not
+  /// say which calls it cost or what the clock read.
+  void refused(const IssueCall& call, size_t lane, Refusal why, std::string_view message);
   /// Reserves the call's IDs on `generator` (lane `lane`) and finishes it now (through its
   /// queue's thread when `on_worker`) or through the waiter.
   void reserve(IssueCall& call, Generator& generator, size_t lane, uint64_t count, bool on_worker);
@@ -184,6 +191,8 @@ class IdService {
   std::atomic<int64_t> live_calls_{0};
   bool started_ = false;
   Admission admission_;
+  std::mutex log_mu_;  // guards clock_log_
+  LogLimiter clock_log_{5, std::chrono::seconds(10)};
   Waiter waiter_;
 };
 

@@ -225,8 +225,10 @@ class MetricsTest(MetricsTestCase):
 
     def test_readyz_says_shutting_down_while_calls_drain(self):
         # Calls waiting for their tick keep the server draining; meanwhile /readyz says why it is not
-        # ready. Two IDs a second, one GenBatch(count=1) per connection (each connection's fair share
-        # admits one): the sixth is due about 3 s from now.
+        # ready. Two IDs a second, one GenBatch(count=1) per connection: the first two are ready at
+        # once, and admission lets the calls in flight hold at most three IDs ahead (a window of two
+        # --max-batch of one ID, and a reserve of one for a connection holding nothing), so three
+        # wait, the last about 2 s, and the sixth is refused.
         server = self.serve("--time-unit", "1s", "--bits-sequence", "1", "--shutdown-timeout", "10s",
                             "--log-level", "debug", machine_id=4107)
         # Six connections: gRPC shares one between channels unless each has its own subchannel pool.
@@ -235,7 +237,7 @@ class MetricsTest(MetricsTestCase):
         for c in channels:
             self.addCleanup(c.close)
         futures = [raw_channel_call(c, "/idgen.IdGen/GenBatch").future(b"\x08\x01", timeout=10) for c in channels]
-        server.wait_for(r"GenBatch of 1 on machine id 4107 waits \d+us for its tick", count=4)
+        server.wait_for(r"GenBatch of 1 on machine id 4107 waits \d+us for its tick", count=3)
         server.proc.send_signal(15)
         server.wait_for("SIGTERM received")
         status, body, _ = get(server.metrics, "/readyz")
@@ -287,6 +289,9 @@ class ClockStepBackTest(MetricsTestCase):
                 server.client.gen(timeout=timeout)
             self.assertEqual(refused.exception.code(), grpc.StatusCode.UNAVAILABLE)
             self.assertIn(reason, refused.exception.details())
+        # Found by the generator or by admission, the cause is logged as it is counted.
+        server.wait_for(r"warn.* Gen refused on machine id 4110 \(clock_behind\): the clock is \S+ behind", count=2)
+        server.wait_for(r"warn.* Gen refused on machine id 4110 \(clock_behind\): the clock stepped back: ")
         count, total, largest, behind = clock_metrics()
         self.assertEqual((count, behind), (1, 3))  # one step, however many readings saw it
         # Measured from the start of the newest tick (10 ms), less the real time since the last ID.

@@ -121,6 +121,25 @@ class WireTest(ZaptidTestCase):
         self.assertIn("idgen.IdGen", names)
         self.assertIn("grpc.health.v1.Health", names)
 
+    def test_a_call_without_a_valid_request_is_invalid_argument(self):
+        # Gen and GenBatch read their request themselves (lib/server/calls.h, IdGenService), so
+        # bytes that are not the request, or no request at all, are the client's error, as
+        # reflection's are; gRPC's unary path answered INTERNAL "Unable to parse request".
+        for method, name in (("Gen", "idgen.IdRequest"), ("GenBatch", "idgen.BatchRequest")):
+            with self.assertRaises(grpc.RpcError) as cm:
+                self.call(f"/idgen.IdGen/{method}", b"\xff\xff")
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            self.assertEqual(cm.exception.details(), f"the request is not an {name}")
+        from h2raw import H2Client
+        c = H2Client(self.server.port)
+        self.addCleanup(c.close)
+        sid = c.start_call("/idgen.IdGen/Gen", end_stream=True)  # half-closed at once, no message
+        c.flush()
+        c.pump_until(lambda: c.responses[sid]["ended"], 5)
+        headers = dict(c.responses[sid]["headers"])
+        self.assertEqual((headers.get("grpc-status"), headers.get("grpc-message")),
+                         ("3", "the call ended without a request"))
+
 
 if __name__ == "__main__":
     import unittest
