@@ -12,6 +12,7 @@
 #include "core/parse.h"
 #include "core/version.h"
 #include "server/calls.h"
+#include "server/log_limit.h"
 #include "server/queue.h"
 #include "server/reflection.h"
 
@@ -442,15 +443,9 @@ void IdService::refused(const IssueCall& call, size_t lane, Refusal why, std::st
   metrics_.refused(lane, why);
   if (why != Refusal::kClockBehind) return;
   const uint64_t machine_id = lanes_[lane].load(std::memory_order_acquire)->machine_id();
-  LogLimiter::Decision d;
-  {
-    std::lock_guard lock(log_mu_);
-    d = clock_log_.admit(fmt::format("lane {}", lane), LogLimiter::Clock::now());
-  }
-  if (d.suppressed > 0) {
-    spdlog::warn("{} more calls refused on machine id {} (clock_behind) were not logged", d.suppressed, machine_id);
-  }
-  if (d.log) spdlog::warn("{} refused on machine id {} (clock_behind): {}", call.name(), machine_id, message);
+  // Keyed by this service and lane: a client can cause these lines, one per refused call.
+  log_limited(spdlog::level::warn, fmt::format("clock_behind {} {}", static_cast<const void*>(this), lane),
+              fmt::format("{} refused on machine id {} (clock_behind): {}", call.name(), machine_id, message));
 }
 
 }  // namespace zaptid::server

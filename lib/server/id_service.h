@@ -16,7 +16,6 @@
 #include "core/result.h"
 #include "idgen.pb.h"
 #include "server/admission.h"
-#include "server/grpc_log.h"
 #include "server/metrics.h"
 #include "server/waiter.h"
 
@@ -191,8 +190,6 @@ class IdService {
   std::atomic<int64_t> live_calls_{0};
   bool started_ = false;
   Admission admission_;
-  std::mutex log_mu_;  // guards clock_log_
-  LogLimiter clock_log_{5, std::chrono::seconds(10)};
   Waiter waiter_;
 };
 
