@@ -107,7 +107,7 @@ std::string why(Http2Policer::Verdict v) {
     case Http2Policer::Verdict::kServerResets:
       return fmt::format(
           "it reset a call while all connections together had reset more than {} within 1s (HTTP/2 rapid reset "
-          "spread over connections; 10 x --max-stream-resets)",
+          "spread over connections; 2 x --max-stream-resets)",
           g_options.server_resets_per_second);
     case Http2Policer::Verdict::kStreamsBeforeAck:
       return fmt::format("it opened more than {} streams before acknowledging the server's SETTINGS (--max-streams)",
