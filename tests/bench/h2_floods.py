@@ -21,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "cli"))
 import grpc  # noqa: E402
-from h2raw import PREFACE, abuse, flood, raw_frame, request_block  # noqa: E402
+from h2raw import PREFACE, abuse, flood, probe, raw_frame, request_block  # noqa: E402
 
 
 def chunks(kind, authority):
@@ -87,16 +87,7 @@ def one_run(zaptid, kind, seconds, machine_id):
             threads = [threading.Thread(target=abuser) for _ in range(50 if kind == "resets_50" else 1)]
             for t in threads:
                 t.start()
-            answered = sent = 0
-            while time.monotonic() < end:
-                started = time.monotonic()
-                try:
-                    probes[sent % 2](b"", timeout=1)
-                    answered += 1
-                except grpc.RpcError:
-                    pass
-                sent += 1
-                time.sleep(max(0.0, 0.2 - (time.monotonic() - started)))
+            answered, sent = probe(probes, end)
             for t in threads:
                 t.join()
             cpu = cpu_seconds(proc.pid) - cpu0

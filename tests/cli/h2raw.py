@@ -225,3 +225,24 @@ def abuse(port, chunks, end, connections_made=None):
             pass  # closed by the server: connect again
         finally:
             sock.close()
+
+
+def probe(probes, end, period=0.2, each=None):
+    """Calls probes[0], probes[1], ... in turn (grpcio callables, empty request, 1 s deadline), one
+    every `period` s until the monotonic time `end`, calling each() after every probe; returns
+    (answered, sent)."""
+    import time
+    import grpc
+    answered = sent = 0
+    while time.monotonic() < end:
+        started = time.monotonic()
+        try:
+            probes[sent % len(probes)](b"", timeout=1)
+            answered += 1
+        except grpc.RpcError:
+            pass
+        sent += 1
+        if each:
+            each()
+        time.sleep(max(0.0, period - (time.monotonic() - started)))  # paces the probe
+    return answered, sent

@@ -13,7 +13,7 @@ import urllib.request
 import grpc
 
 from harness import Server, ZaptidTestCase, _die_with_parent
-from h2raw import PREFACE, abuse, flood, ping_answered, raw_frame, request_block, rss_kib
+from h2raw import PREFACE, abuse, flood, ping_answered, probe, raw_frame, request_block, rss_kib
 from test_limits import sanitized
 
 GEN = "/idgen.IdGen/Gen"
@@ -56,19 +56,12 @@ class Http2AttacksTest(ZaptidTestCase):
             threads = [threading.Thread(target=abuser) for _ in range(connections)]
             for t in threads:
                 t.start()
-            answered = sent = 0
-            peak = 0
+            peak = [0]
+
+            def track_rss():
+                peak[0] = max(peak[0], rss_kib(s.proc.pid))
             try:
-                while time.monotonic() < end:
-                    started = time.monotonic()
-                    try:
-                        probes[sent % 2](b"", timeout=1)
-                        answered += 1
-                    except grpc.RpcError:
-                        pass
-                    sent += 1
-                    peak = max(peak, rss_kib(s.proc.pid))
-                    time.sleep(max(0.0, 0.2 - (time.monotonic() - started)))  # paces the probe, 5 a second
+                answered, sent = probe(probes, end, each=track_rss)
             finally:
                 for t in threads:
                     t.join()
@@ -81,7 +74,7 @@ class Http2AttacksTest(ZaptidTestCase):
                     break
                 except grpc.RpcError:
                     pass
-        peak = max(peak, rss_kib(s.proc.pid, "VmHWM"))
+        peak = max(peak[0], rss_kib(s.proc.pid, "VmHWM"))
         print(f"\n{kind}: probes {answered}/{sent}, {made[0]} connections, Gen {after} s after, peak {peak} KiB")
         return answered, sent, made[0], after, peak
 

@@ -25,6 +25,22 @@ def own_channel(address, name):
                                                    ("grpc.primary_user_agent", name)])
 
 
+
+def polite_calls(gen, calls=24):
+    """Gen with a 1 s deadline, four times a second, one try each: (outcomes, IDs), an outcome
+    "OK" or "CODE: details"."""
+    outcomes, ids = [], []
+    for _ in range(calls):
+        began = time.monotonic()
+        try:
+            resp = gen(b"", timeout=1)
+            ids.append(next(v for num, _, v in fields(resp) if num == 2))
+            outcomes.append("OK")
+        except grpc.RpcError as e:
+            outcomes.append(f"{e.code().name}: {e.details()}")
+        time.sleep(max(0.0, 0.25 - (time.monotonic() - began)))  # paces the caller, not a wait for time
+    return outcomes, ids
+
 class OverloadTest(ZaptidTestCase):
     def start(self, machine_id):
         return self.start_server(*LAYOUT, machine_id=machine_id)
@@ -163,16 +179,7 @@ class OverloadTest(ZaptidTestCase):
         time.sleep(1)  # the greedy connection fills the server first
 
         # The polite caller: Gen with a 1 s deadline, four times a second, for 6 s.
-        outcomes, polite_ids = [], []
-        for _ in range(24):
-            began = time.monotonic()
-            try:
-                resp = gen(b"", timeout=1)
-                polite_ids.append(next(v for num, _, v in fields(resp) if num == 2))
-                outcomes.append("OK")
-            except grpc.RpcError as e:
-                outcomes.append(f"{e.code().name}: {e.details()}")
-            time.sleep(max(0.0, 0.25 - (time.monotonic() - began)))
+        outcomes, polite_ids = polite_calls(gen)
         stop.set()
         for t in hogs:
             t.join(35)
@@ -225,16 +232,7 @@ class OverloadTest(ZaptidTestCase):
         gen(b"", timeout=5)  # connected
         time.sleep(1)  # the batch clients fill the server first
 
-        outcomes, polite_ids = [], []
-        for _ in range(24):  # four times a second for 6 s, one try each
-            began = time.monotonic()
-            try:
-                resp = gen(b"", timeout=1)
-                polite_ids.append(next(v for num, _, v in fields(resp) if num == 2))
-                outcomes.append("OK")
-            except grpc.RpcError as e:
-                outcomes.append(f"{e.code().name}: {e.details()}")
-            time.sleep(max(0.0, 0.25 - (time.monotonic() - began)))
+        outcomes, polite_ids = polite_calls(gen)  # four times a second for 6 s, one try each
         stop.set()
         for t in clients:
             t.join(5)
