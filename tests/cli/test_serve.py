@@ -30,7 +30,7 @@ class ServeTest(ZaptidTestCase):
                          r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z info zaptid \d+\.\d+\.\d+ serving "
                          r"listen=127\.0\.0\.1:\d+ layout=sonyflake epoch=2014-09-01T00:00:00\.000Z unit=10ms "
                          r"bits=39/8/16 machine-id=5 source=--machine-id lanes=1 max-batch=6400 threads=1 max-streams=32 tls=off "
-                         r"handshake-timeout=10s idle-timeout=5m max-memory=64MiB max-stream-resets=1000 max-fds=\d+ "
+                         r"handshake-timeout=10s idle-timeout=5m max-memory=64MiB max-stream-resets=1000 max-control-frames=10000 max-fds=\d+ "
                          r"metrics=off$")
         self.assertNotEqual(s.port, 0)
         self.assertEqual(s.stop(), 0)
