@@ -18,8 +18,9 @@ namespace zaptid::cli {
 
 void add_client_options(CLI::App& app, client::ChannelOptions& opt, bool retries) {
   app.add_option("-s,--server", opt.server,
-                 std::string("Server: host:port, a gRPC target such as dns:///host:port or unix:/path, or a comma "
-                             "list of host:port; several addresses are balanced round-robin") +
+                 std::string("Server: host:port (:port is this host's; a host without a port gets 8888), a gRPC "
+                             "target such as dns:///host:port or unix:/path, or a comma list of host:port; several "
+                             "addresses are balanced round-robin") +
                      (retries ? " and a call refused as UNAVAILABLE is retried on the next" : ""))
       ->envname("ZAPTID_SERVER")
       ->capture_default_str()

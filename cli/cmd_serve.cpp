@@ -49,9 +49,10 @@ void setup_serve(CLI::App& app, Action& action) {
   auto opt = std::make_shared<ServeOptions>();
   auto* sub = app.add_subcommand("serve", "Serve IDs over gRPC (zaptidgen-compatible IdGen service)");
   sub->add_option("--listen", opt->listen,
-                  "Address to listen on, repeatable: host:port, [::]:port or unix:/path; port 0 picks a free "
-                  "port and the log names it")
+                  "Address to listen on, repeatable: host:port, [::]:port, :port (every address, as zaptidgen's "
+                  "\":8888\") or unix:/path; port 0 picks a free port and the log names it")
       ->envname("ZAPTID_LISTEN")
+      ->transform([](std::string address) { return server::expand_listen_address(address); }, "", "")
       ->delimiter(',')
       ->capture_default_str()
       ->group("Server");

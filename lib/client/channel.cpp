@@ -98,8 +98,42 @@ std::optional<std::string> numeric_target(std::string_view server) {
 
 void use_native_dns_resolver() { ::setenv("GRPC_DNS_RESOLVER", "native", 0); }
 
-Result<std::string> target_for(const std::string& server) {
-  if (trim(server).empty()) return invalid("--server is empty");
+// zaptidgen's port, the one --server means when it names none (gRPC would take 443).
+constexpr int kDefaultPort = 8888;
+
+// ":PORT" is this host's PORT (the seed's form); a host or [v6] without a port gets 8888.
+std::string with_default_port(std::string_view entry) {
+  // A gRPC target with a scheme (dns:, unix:, ipv4:, ...) says what it means already.
+  const auto colon = entry.find(':');
+  if (colon != std::string_view::npos && colon > 0 &&
+      entry.substr(0, colon).find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-+.") == std::string_view::npos &&
+      entry.substr(colon + 1).find_first_not_of("0123456789") != std::string_view::npos) {
+    return std::string(entry);
+  }
+  if (entry.size() > 1 && entry.front() == ':' && entry.find_first_not_of("0123456789", 1) == std::string_view::npos) {
+    return fmt::format("localhost{}", entry);  // the seed's ":8888"
+  }
+  if (!entry.empty() && entry.front() == '[' && entry.back() == ']') return fmt::format("{}:{}", entry, kDefaultPort);
+  if (colon == std::string_view::npos) return fmt::format("{}:{}", entry, kDefaultPort);
+  return std::string(entry);
+}
+
+Result<std::string> target_for(const std::string& given) {
+  if (trim(given).empty()) return invalid("--server is empty");
+  std::string server;
+  if (given.find("://") != std::string::npos || given.rfind("ipv4:", 0) == 0 || given.rfind("ipv6:", 0) == 0) {
+    server = given;
+  } else {
+    std::string_view rest = given;
+    while (!rest.empty()) {
+      const auto comma = rest.find(',');
+      const std::string_view entry = trim(rest.substr(0, comma));
+      rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+      if (entry.empty()) continue;
+      if (!server.empty()) server += ',';
+      server += with_default_port(entry);
+    }
+  }
   if (server.find(',') == std::string::npos || server.find(':') == std::string::npos) {
     return numeric_target(server).value_or(server);
   }

@@ -32,8 +32,9 @@ struct ChannelOptions {
 /// from c-ares's asynchronous lookups.
 void use_native_dns_resolver();
 
-/// The gRPC target for --server. A gRPC target (dns:///host:port, ipv4:…, unix:…, host:port)
-/// is used as it is, except that a numeric IPv4 or IPv6 address:port becomes an ipv4: (ipv6:)
+/// The gRPC target for --server. ":PORT" means localhost:PORT, and a host or [v6] without a
+/// port gets zaptidgen's 8888 (not gRPC's 443). A gRPC target (dns:///host:port, ipv4:…,
+/// unix:…, host:port) is used as it is, except that a numeric IPv4 or IPv6 address:port becomes an ipv4: (ipv6:)
 /// target: the channel then starts no resolver (no lookup thread) for an address that needs none. A comma list of host:port is resolved now into one ipv4: (or ipv6:) target
 /// holding every address, which the channel balances round-robin. Errors name the bad entry.
 Result<std::string> target_for(const std::string& server);

@@ -87,6 +87,14 @@ std::string bind_error(const std::string& address) {
 
 }  // namespace
 
+std::string expand_listen_address(const std::string& address) {
+  const std::string_view a = address;
+  if (a.size() < 2 || a.substr(0, 1) != ":" || a.find_first_not_of("0123456789", 1) != std::string_view::npos) {
+    return address;
+  }
+  return fmt::format("[::]{}", a);
+}
+
 Status check_listen_address(const std::string& address) {
   if (address.rfind("unix:", 0) == 0) {
     if (address.size() == 5) return invalid(fmt::format("--listen {} has no socket path", quote_input(address)));

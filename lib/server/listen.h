@@ -20,6 +20,10 @@ struct HostPort {
 /// address quoted by quote_input().
 Result<HostPort> split_host_port(const std::string& address, std::string_view option, std::string_view forms);
 
+/// ":PORT", zaptidgen's form (Go's net.Listen), as "[::]:PORT": every address of both families.
+/// Any other address is returned as it is.
+std::string expand_listen_address(const std::string& address);
+
 /// Accepts host:port, [v6]:port and unix:/path (port 0 to 65535); the error names the address.
 Status check_listen_address(const std::string& address);
 

@@ -105,6 +105,25 @@ class GetTest(ZaptidTestCase):
         self.assertFails(self.zaptid("get", "--server", f"127.0.0.1:{legacy.port}", "--info"), 4,
                          "the server has no Info method (a zaptidgen server?)")
 
+    def test_the_seeds_address_forms(self):
+        # zaptidgen listens on ":8888" and its client dials "localhost:8888": serve takes ":PORT"
+        # as every address (logged as [::]:PORT), and get takes ":PORT" as this host's PORT.
+        s = self.start_server(machine_id=1003, listen=":0")
+        self.assertRegex(s.start_line, r" listen=\[::\]:\d+ ")
+        for server in (f":{s.port}", f"127.0.0.1:{s.port}", f"localhost:{s.port}", f":{s.port},:{s.port}"):
+            r = self.zaptid("get", "--server", server, "--timeout", "5s")
+            self.assertEqual((r.returncode, r.stderr), (0, ""), server)
+            self.assertGreater(int(r.stdout), 0)
+
+    def test_a_server_without_a_port_means_8888(self):
+        # gRPC's own default is 443. Whatever answers on 8888 here (most likely nothing), the
+        # call must go there.
+        for server in ("localhost", "127.0.0.1", "[::1]"):
+            r = self.zaptid("get", "--server", server, "--timeout", "1s")
+            if r.returncode != 0:
+                self.assertRegex(r.stderr, r"(127\.0\.0\.1|::1|%5B::1%5D):8888\b", server)
+            self.assertNotIn(":443", r.stderr, server)
+
     def test_round_robin_over_a_comma_list(self):
         a = self.start_server("--max-batch", 100, machine_id=1)
         b = self.start_server("--max-batch", 100, machine_id=2)
@@ -189,7 +208,10 @@ class GetTest(ZaptidTestCase):
         self.assertFails(self.zaptid("get", "--timeout", "soon"), 2, "--timeout")
         self.assertFails(self.zaptid("get", "--timeout", "0"), 2, "--timeout must be at least 1ms")
         self.assertFails(self.zaptid("get", "--count", 0), 2, "--count")
-        self.assertFails(self.zaptid("get", "--server", "a:1,nowhere"), 2, "--server entry 'nowhere' is not host:port")
+        self.assertFails(self.zaptid("get", "--server", "a:1,nowhere:"), 2, "--server entry 'nowhere:' is not host:port")
+        # A host without a port is a host on 8888 now (the seed's default), not a typo: resolved, then refused.
+        self.assertFails(self.zaptid("get", "--server", "127.0.0.1:1,no-such-host.invalid"), 4,
+                         "cannot resolve no-such-host.invalid")
         self.assertFails(self.zaptid("get", "--server", "no-such-host.invalid:1,127.0.0.1:1"), 4,
                          "zaptid: no-such-host.invalid:1,127.0.0.1:1: cannot resolve no-such-host.invalid")
         self.assertFails(self.zaptid("get", "--tls-ca", "/nonexistent.pem"), 2, "cannot read --tls-ca /nonexistent.pem")
