@@ -120,35 +120,23 @@ std::string with_default_port(std::string_view entry) {
 
 Result<std::string> target_for(const std::string& given) {
   if (trim(given).empty()) return invalid("--server is empty");
-  std::string server;
+  // A gRPC scheme (dns:///host:port, ipv4:a,b) says what it means already.
   if (given.find("://") != std::string::npos || given.rfind("ipv4:", 0) == 0 || given.rfind("ipv6:", 0) == 0) {
-    server = given;
-  } else {
-    std::string_view rest = given;
-    while (!rest.empty()) {
-      const auto comma = rest.find(',');
-      const std::string_view entry = trim(rest.substr(0, comma));
-      rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
-      if (entry.empty()) continue;
-      if (!server.empty()) server += ',';
-      server += with_default_port(entry);
-    }
+    return given;
   }
-  if (server.find(',') == std::string::npos || server.find(':') == std::string::npos) {
-    return numeric_target(server).value_or(server);
-  }
-  // A gRPC scheme (ipv4:a,b) already lists several addresses.
-  if (server.find("://") != std::string::npos || server.rfind("ipv4:", 0) == 0 || server.rfind("ipv6:", 0) == 0) {
-    return server;
-  }
-  // Check every entry before resolving any, so a typo is a usage error, not a lookup failure.
-  std::vector<HostPort> entries;
-  std::string_view rest = server;
+  std::vector<std::string> listed;
+  std::string_view rest = given;
   while (!rest.empty()) {
     const auto comma = rest.find(',');
     const std::string_view entry = trim(rest.substr(0, comma));
     rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
-    if (entry.empty()) continue;
+    if (!entry.empty()) listed.push_back(with_default_port(entry));
+  }
+  if (listed.empty()) return invalid("--server lists no address");
+  if (listed.size() == 1) return numeric_target(listed[0]).value_or(listed[0]);
+  // Check every entry before resolving any, so a typo is a usage error, not a lookup failure.
+  std::vector<HostPort> entries;
+  for (const auto& entry : listed) {
     auto hp = split_host_port(entry);
     if (!hp) return hp.error();
     entries.push_back(std::move(*hp));
@@ -159,14 +147,13 @@ Result<std::string> target_for(const std::string& given) {
     auto addr = resolve(hp);
     if (!addr) return addr.error();
     if (family != AF_UNSPEC && family != addr->first) {
-      return invalid(fmt::format("--server {} mixes IPv4 and IPv6 addresses; list one family", quote_input(server)));
+      return invalid(fmt::format("--server {} mixes IPv4 and IPv6 addresses; list one family", quote_input(given)));
     }
     family = addr->first;
     if (!addresses.empty()) addresses += ',';
     addresses += family == AF_INET6 ? fmt::format("[{}]:{}", addr->second, hp.port)
                                     : fmt::format("{}:{}", addr->second, hp.port);
   }
-  if (addresses.empty()) return invalid("--server lists no address");
   return (family == AF_INET6 ? "ipv6:" : "ipv4:") + addresses;
 }
 
