@@ -260,8 +260,6 @@ sigset_t block_serve_signals() {
   return set;
 }
 
-std::string format_unix(int64_t seconds) { return format_timestamp_ms(seconds * 1000); }
-
 // SIGHUP: the TLS files read again; a bad one keeps those served, and the log says why.
 void reload_tls(ServeTls* tls) {
   if (tls == nullptr) {
@@ -277,7 +275,7 @@ void reload_tls(ServeTls* tls) {
     return;
   }
   spdlog::info("SIGHUP received: TLS files read again; new connections get the certificate valid until {}",
-               format_unix(validity->not_after));
+               format_timestamp_ms(validity->not_after * 1000));
 }
 
 }  // namespace

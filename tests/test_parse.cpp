@@ -8,6 +8,7 @@
 using namespace std::chrono_literals;
 using zaptid::format_duration_ms;
 using zaptid::format_timestamp_ms;
+using zaptid::is_port_only;
 using zaptid::parse_bytes;
 using zaptid::parse_duration;
 using zaptid::parse_id;
@@ -79,6 +80,16 @@ TEST_CASE("parse::parse_id") {
       CHECK(parse_id(text).message() == "'" + text + "' is not an ID: expected a decimal number or 0x-prefixed hex");
     }
   }
+}
+
+TEST_CASE("parse::is_port_only") {
+  CHECK(is_port_only(":8888"));
+  CHECK(is_port_only(":0"));
+  CHECK_FALSE(is_port_only(":"));
+  CHECK_FALSE(is_port_only("::1"));
+  CHECK_FALSE(is_port_only(":88a"));
+  CHECK_FALSE(is_port_only("localhost:8888"));
+  CHECK_FALSE(is_port_only(""));
 }
 
 TEST_CASE("parse::parse_bytes") {

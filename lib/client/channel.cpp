@@ -110,9 +110,7 @@ std::string with_default_port(std::string_view entry) {
       entry.substr(colon + 1).find_first_not_of("0123456789") != std::string_view::npos) {
     return std::string(entry);
   }
-  if (entry.size() > 1 && entry.front() == ':' && entry.find_first_not_of("0123456789", 1) == std::string_view::npos) {
-    return fmt::format("localhost{}", entry);  // the seed's ":8888"
-  }
+  if (is_port_only(entry)) return fmt::format("localhost{}", entry);  // the seed's ":8888"
   if (!entry.empty() && entry.front() == '[' && entry.back() == ']') return fmt::format("{}:{}", entry, kDefaultPort);
   if (colon == std::string_view::npos) return fmt::format("{}:{}", entry, kDefaultPort);
   return std::string(entry);

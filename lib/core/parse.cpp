@@ -192,6 +192,10 @@ Result<std::chrono::microseconds> parse_duration(std::string_view text, std::str
   return std::chrono::microseconds(static_cast<int64_t>(us + 0.5));
 }
 
+bool is_port_only(std::string_view address) {
+  return address.size() > 1 && address[0] == ':' && address.find_first_not_of("0123456789", 1) == std::string_view::npos;
+}
+
 Result<uint64_t> parse_bytes(std::string_view text, uint64_t max, std::string_view what) {
   size_t p = 0;
   while (p < text.size() && text[p] >= '0' && text[p] <= '9') ++p;

@@ -34,6 +34,10 @@ Result<std::chrono::microseconds> parse_duration(std::string_view text, std::str
 /// A size in bytes: "4096", "512KiB", "64MiB", "1GiB" (binary units; "0" alone is zero), <= max.
 Result<uint64_t> parse_bytes(std::string_view text, uint64_t max, std::string_view what);
 
+/// Whether `address` is ":PORT", zaptidgen's form of an address with no host (Go's): a colon and
+/// decimal digits only. serve reads it as every address, get as this host.
+bool is_port_only(std::string_view address);
+
 /// A point in time as Unix milliseconds: RFC 3339 ("2014-09-01T00:00:00Z", fractions and
 /// offsets allowed) or an integer number of Unix milliseconds.
 Result<int64_t> parse_timestamp_ms(std::string_view text, std::string_view what);

@@ -88,11 +88,7 @@ std::string bind_error(const std::string& address) {
 }  // namespace
 
 std::string expand_listen_address(const std::string& address) {
-  const std::string_view a = address;
-  if (a.size() < 2 || a.substr(0, 1) != ":" || a.find_first_not_of("0123456789", 1) != std::string_view::npos) {
-    return address;
-  }
-  return fmt::format("[::]{}", a);
+  return is_port_only(address) ? fmt::format("[::]{}", address) : address;
 }
 
 Status check_listen_address(const std::string& address) {
